@@ -1,0 +1,5 @@
+from .ea_transformer import (  # noqa: F401
+    EATransformerDecoder,
+    EATransformerEncoder,
+    EATransformerModel,
+)

@@ -1,0 +1,357 @@
+# Copyright (c) evo-fairseq contributors.
+#
+# This source code is licensed under the MIT license found in the
+# LICENSE file in the root directory of this source tree.
+"""EA-Transformer: fairseq's transformer with evolving attention.
+
+Encoder self-attention, decoder self-attention and encoder-decoder attention
+each carry their own :class:`AttentionChain` from layer to layer. Parameter
+names are those of fairseq's transformer plus ``*.evolving.conv.*`` in layers
+2..N of each evolving stack, so a plain transformer checkpoint initialises an
+EA model (the convolutions start fresh).
+"""
+
+import argparse
+import logging
+
+from fairseq.distributed import fsdp_wrap
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.transformer import (
+    TransformerConfig,
+    TransformerDecoderBase,
+    TransformerEncoderBase,
+    TransformerModel,
+    base_architecture,
+    transformer_iwslt_de_en,
+    transformer_vaswani_wmt_en_de_big,
+    transformer_vaswani_wmt_en_fr_big,
+    transformer_wmt_en_de,
+    transformer_wmt_en_de_big,
+    transformer_wmt_en_de_big_t2t,
+)
+from fairseq.modules.transformer_layer import (
+    TransformerDecoderLayerBase,
+    TransformerEncoderLayerBase,
+)
+
+from evo_fairseq.modules import (
+    ACTIVATIONS,
+    STACKS,
+    AttentionChain,
+    EvolvingAttentionConfig,
+    EvolvingMultiheadAttention,
+)
+from evo_fairseq.modules import evolving_attention
+
+logger = logging.getLogger(__name__)
+
+
+def _argparse_type(parse):
+    """Turn a ``parse_*`` validator into an argparse type that keeps its message."""
+
+    def parse_arg(value):
+        try:
+            return parse(value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err))
+
+    parse_arg.__name__ = parse.__name__
+    return parse_arg
+
+
+def _check_supported(cfg):
+    if getattr(cfg, "checkpoint_activations", False):
+        raise ValueError(
+            "--checkpoint-activations (or --offload-activations) is not supported with "
+            "evolving attention: recomputing a layer in the backward pass would not see "
+            "the map its previous layer handed on. Drop it, or use --ea-stacks none."
+        )
+    if getattr(cfg, "cross_self_attention", False):
+        raise ValueError(
+            "--cross-self-attention is not supported with evolving decoder attention; "
+            "use --ea-stacks encoder,cross or drop --cross-self-attention."
+        )
+
+
+class EATransformerEncoderLayer(TransformerEncoderLayerBase):
+    """Encoder layer whose self-attention evolves along ``self_attn_chain``."""
+
+    def __init__(self, cfg, self_attn_chain: AttentionChain, return_fc=False):
+        # set before super().__init__, which calls build_self_attention
+        self.self_attn_chain = self_attn_chain
+        super().__init__(cfg, return_fc=return_fc)
+
+    def build_self_attention(self, embed_dim, cfg):
+        return EvolvingMultiheadAttention(
+            embed_dim,
+            cfg.encoder.attention_heads,
+            chain=self.self_attn_chain,
+            evolving=self.self_attn_chain.add_layer(cfg.encoder.attention_heads),
+            dropout=cfg.attention_dropout,
+            self_attention=True,
+            q_noise=self.quant_noise,
+            qn_block_size=self.quant_noise_block_size,
+        )
+
+
+class EATransformerDecoderLayer(TransformerDecoderLayerBase):
+    """Decoder layer whose self- and/or encoder-decoder attention evolve.
+
+    A chain that is None leaves that attention fairseq's own.
+    """
+
+    def __init__(
+        self,
+        cfg,
+        self_attn_chain,
+        cross_attn_chain,
+        no_encoder_attn=False,
+        add_bias_kv=False,
+        add_zero_attn=False,
+    ):
+        self.self_attn_chain = self_attn_chain
+        self.cross_attn_chain = cross_attn_chain
+        super().__init__(cfg, no_encoder_attn, add_bias_kv, add_zero_attn)
+
+    def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
+        if self.self_attn_chain is None:
+            return super().build_self_attention(embed_dim, cfg, add_bias_kv, add_zero_attn)
+        return EvolvingMultiheadAttention(
+            embed_dim,
+            cfg.decoder.attention_heads,
+            chain=self.self_attn_chain,
+            evolving=self.self_attn_chain.add_layer(cfg.decoder.attention_heads),
+            dropout=cfg.attention_dropout,
+            add_bias_kv=add_bias_kv,
+            add_zero_attn=add_zero_attn,
+            self_attention=True,
+            q_noise=self.quant_noise,
+            qn_block_size=self.quant_noise_block_size,
+        )
+
+    def build_encoder_attention(self, embed_dim, cfg):
+        if self.cross_attn_chain is None:
+            return super().build_encoder_attention(embed_dim, cfg)
+        return EvolvingMultiheadAttention(
+            embed_dim,
+            cfg.decoder.attention_heads,
+            chain=self.cross_attn_chain,
+            evolving=self.cross_attn_chain.add_layer(cfg.decoder.attention_heads),
+            kdim=cfg.encoder.embed_dim,
+            vdim=cfg.encoder.embed_dim,
+            dropout=cfg.attention_dropout,
+            encoder_decoder_attention=True,
+            q_noise=self.quant_noise,
+            qn_block_size=self.quant_noise_block_size,
+        )
+
+
+class EATransformerEncoder(TransformerEncoderBase):
+    def __init__(self, cfg, dictionary, embed_tokens, return_fc=False):
+        ea_cfg = EvolvingAttentionConfig.from_args(cfg)
+        self.self_attn_chain = None
+        if "encoder" in ea_cfg.stacks:
+            _check_supported(cfg)
+            self.self_attn_chain = AttentionChain("encoder", ea_cfg)
+        super().__init__(cfg, dictionary, embed_tokens, return_fc=return_fc)
+
+    def build_encoder_layer(self, cfg):
+        if self.self_attn_chain is None:
+            return super().build_encoder_layer(cfg)
+        layer = EATransformerEncoderLayer(cfg, self.self_attn_chain, return_fc=self.return_fc)
+        return fsdp_wrap(layer, min_num_params=cfg.min_params_to_wrap)
+
+    def forward(
+        self, src_tokens, src_lengths=None, return_all_hiddens: bool = False, token_embeddings=None
+    ):
+        if self.self_attn_chain is None:
+            return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
+        padding_mask = src_tokens.eq(self.padding_idx)
+        self.self_attn_chain.open(padding_mask if padding_mask.any() else None)
+        try:
+            return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
+        finally:
+            self.self_attn_chain.close()
+
+
+class EATransformerDecoder(TransformerDecoderBase):
+    def __init__(
+        self, cfg, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None
+    ):
+        ea_cfg = EvolvingAttentionConfig.from_args(cfg)
+        self.self_attn_chain = self.cross_attn_chain = None
+        if "decoder" in ea_cfg.stacks or "cross" in ea_cfg.stacks:
+            _check_supported(cfg)
+        if "decoder" in ea_cfg.stacks:
+            self.self_attn_chain = AttentionChain("decoder", ea_cfg)
+        if "cross" in ea_cfg.stacks and not no_encoder_attn:
+            self.cross_attn_chain = AttentionChain("cross", ea_cfg)
+        super().__init__(
+            cfg,
+            dictionary,
+            embed_tokens,
+            no_encoder_attn=no_encoder_attn,
+            output_projection=output_projection,
+        )
+
+    @property
+    def attn_chains(self):
+        return [c for c in (self.self_attn_chain, self.cross_attn_chain) if c is not None]
+
+    def build_decoder_layer(self, cfg, no_encoder_attn=False):
+        if not self.attn_chains:
+            return super().build_decoder_layer(cfg, no_encoder_attn)
+        layer = EATransformerDecoderLayer(
+            cfg, self.self_attn_chain, self.cross_attn_chain, no_encoder_attn
+        )
+        return fsdp_wrap(layer, min_num_params=cfg.min_params_to_wrap)
+
+    def extract_features(
+        self,
+        prev_output_tokens,
+        encoder_out,
+        incremental_state=None,
+        full_context_alignment: bool = False,
+        alignment_layer=None,
+        alignment_heads=None,
+    ):
+        chains = self.attn_chains
+        if chains:
+            tokens = prev_output_tokens if incremental_state is None else prev_output_tokens[:, -1:]
+            padding_mask = tokens.eq(self.padding_idx)
+            for chain in chains:
+                chain.open(padding_mask if padding_mask.any() else None)
+        try:
+            return super().extract_features(
+                prev_output_tokens,
+                encoder_out,
+                incremental_state=incremental_state,
+                full_context_alignment=full_context_alignment,
+                alignment_layer=alignment_layer,
+                alignment_heads=alignment_heads,
+            )
+        finally:
+            for chain in chains:
+                chain.close()
+
+
+def add_evolving_attention_args(parser):
+    """The ``--ea-*`` options (defaults come from the architecture)."""
+    default = EvolvingAttentionConfig()
+    # fmt: off
+    parser.add_argument("--ea-alpha", type=_argparse_type(evolving_attention.parse_alpha),
+                        metavar="A",
+                        help="evolving attention: weight of the previous layer's attention map "
+                             f"in [0, 1] (default {default.alpha})")
+    parser.add_argument("--ea-beta", type=_argparse_type(evolving_attention.parse_beta),
+                        metavar="B",
+                        help="evolving attention: weight of the convolution branch in [0, 1] "
+                             f"(default {default.beta})")
+    parser.add_argument("--ea-kernel-size", type=_argparse_type(evolving_attention.parse_kernel_size),
+                        metavar="K",
+                        help="evolving attention: size of the KxK convolution over attention maps, "
+                             f"a positive odd integer (default {default.kernel_size})")
+    parser.add_argument("--ea-activation", type=_argparse_type(evolving_attention.parse_activation),
+                        metavar="ACT",
+                        help="evolving attention: activation after the convolution, one of "
+                             f"{', '.join(ACTIVATIONS)} (default {default.activation})")
+    parser.add_argument("--ea-stacks", type=_argparse_type(evolving_attention.parse_stacks),
+                        metavar="STACKS",
+                        help="evolving attention: comma-separated attention stacks that evolve, "
+                             f"from {','.join(STACKS)}; 'none' gives fairseq's transformer "
+                             f"(default {','.join(default.stacks)})")
+    # fmt: on
+
+
+@register_model("ea_transformer")
+class EATransformerModel(TransformerModel):
+    """fairseq's transformer with evolving attention (Wang et al., ICML 2021).
+
+    Every option of fairseq's ``transformer`` applies; ``--ea-*`` add the
+    evolving attention.
+    """
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        add_evolving_attention_args(parser)
+
+    @classmethod
+    def build_model(cls, args, task):
+        ea_base_architecture(args)
+        # validates the --ea-* values, also where they did not come through argparse
+        ea_cfg = EvolvingAttentionConfig.from_args(args)
+        args.ea_stacks = ",".join(ea_cfg.stacks) or "none"
+        return super().build_model(args, task)
+
+    @classmethod
+    def build_encoder(cls, args, src_dict, embed_tokens):
+        return EATransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
+
+    @classmethod
+    def build_decoder(cls, args, tgt_dict, embed_tokens):
+        return EATransformerDecoder(
+            TransformerConfig.from_namespace(args),
+            tgt_dict,
+            embed_tokens,
+            no_encoder_attn=args.no_cross_attention,
+        )
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """Let a plain transformer checkpoint initialise this model (warm start).
+
+        A checkpoint without any evolving-attention parameters gets this
+        model's freshly initialised convolutions; a checkpoint that has some
+        must have them all (fairseq's strict loading says which are missing).
+        """
+        super().upgrade_state_dict_named(state_dict, name)
+        prefix = name + "." if name else ""
+        own = {
+            prefix + key: value
+            for key, value in self.state_dict().items()
+            if ".evolving." in key
+        }
+        if own and not any(".evolving." in key for key in state_dict):
+            logger.info(
+                "checkpoint has no evolving-attention parameters: starting %d "
+                "convolution tensors from their initialisation (warm start)",
+                len(own),
+            )
+            state_dict.update(own)
+
+
+@register_model_architecture("ea_transformer", "ea_transformer")
+def ea_base_architecture(args):
+    base_architecture(args)
+    default = EvolvingAttentionConfig()
+    args.ea_alpha = getattr(args, "ea_alpha", default.alpha)
+    args.ea_beta = getattr(args, "ea_beta", default.beta)
+    args.ea_kernel_size = getattr(args, "ea_kernel_size", default.kernel_size)
+    args.ea_activation = getattr(args, "ea_activation", default.activation)
+    args.ea_stacks = getattr(args, "ea_stacks", ",".join(default.stacks))
+
+
+def _ea_architecture(name, transformer_architecture):
+    """Register ``name``: fairseq's ``transformer_architecture`` sizes plus EA defaults."""
+
+    @register_model_architecture("ea_transformer", name)
+    def architecture(args):
+        transformer_architecture(args)
+        ea_base_architecture(args)
+
+    architecture.__name__ = name
+    return architecture
+
+
+ea_transformer_iwslt_de_en = _ea_architecture("ea_transformer_iwslt_de_en", transformer_iwslt_de_en)
+ea_transformer_wmt_en_de = _ea_architecture("ea_transformer_wmt_en_de", transformer_wmt_en_de)
+ea_transformer_vaswani_wmt_en_de_big = _ea_architecture(
+    "ea_transformer_vaswani_wmt_en_de_big", transformer_vaswani_wmt_en_de_big
+)
+ea_transformer_vaswani_wmt_en_fr_big = _ea_architecture(
+    "ea_transformer_vaswani_wmt_en_fr_big", transformer_vaswani_wmt_en_fr_big
+)
+ea_transformer_wmt_en_de_big = _ea_architecture("ea_transformer_wmt_en_de_big", transformer_wmt_en_de_big)
+ea_transformer_wmt_en_de_big_t2t = _ea_architecture(
+    "ea_transformer_wmt_en_de_big_t2t", transformer_wmt_en_de_big_t2t
+)

@@ -1,0 +1,253 @@
+# Copyright (c) evo-fairseq contributors.
+#
+# This source code is licensed under the MIT license found in the
+# LICENSE file in the root directory of this source tree.
+"""Evolving attention (Wang et al., ICML 2021): the one place that computes it.
+
+Within one attention stack, layer i >= 2 turns its plain logits S_i into
+
+    M_i = (1 - alpha) * S_i + alpha * A_{i-1}
+    A_i = beta * act(Conv2d_{HxH, k x k}(M_i)) + (1 - beta) * M_i
+
+and hands A_i on to layer i + 1; layer 1 starts the chain with A_1 = S_1.
+The convolution treats the H heads as channels. Blocked cells (padded keys,
+padded queries, future keys) are zeroed before it, so they never leak into real
+cells; the caller masks them again after it. Along the query axis the
+convolution is centred (encoder) or causal (decoder self- and cross-attention):
+a causal one sees the current and the k - 1 previous target rows, which
+incremental decoding keeps as ``prev_mixed_rows``.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+STACKS = ("encoder", "decoder", "cross")
+ACTIVATIONS = {
+    "relu": F.relu,
+    "leaky_relu": F.leaky_relu,
+    "gelu": F.gelu,
+    "linear": lambda x: x,
+}
+
+
+def _check_unit_interval(name: str, value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
+def parse_alpha(value) -> float:
+    """``--ea-alpha``: weight of the previous layer's map, in [0, 1]."""
+    return _check_unit_interval("--ea-alpha", value)
+
+
+def parse_beta(value) -> float:
+    """``--ea-beta``: weight of the convolution branch, in [0, 1]."""
+    return _check_unit_interval("--ea-beta", value)
+
+
+def parse_kernel_size(value) -> int:
+    """``--ea-kernel-size``: a positive odd integer."""
+    try:
+        kernel_size = int(str(value))
+    except ValueError:
+        raise ValueError(f"--ea-kernel-size must be a positive odd integer, got {value!r}")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"--ea-kernel-size must be a positive odd integer, got {kernel_size}")
+    return kernel_size
+
+
+def parse_activation(value) -> str:
+    """``--ea-activation``: one of ``ACTIVATIONS``."""
+    if value not in ACTIVATIONS:
+        raise ValueError(
+            f"--ea-activation must be one of {', '.join(ACTIVATIONS)}, got {value!r}"
+        )
+    return value
+
+
+def parse_stacks(value) -> Tuple[str, ...]:
+    """``--ea-stacks``: comma-separated subset of encoder,decoder,cross, or none."""
+    if isinstance(value, (tuple, list)):
+        value = ",".join(value)
+    names = [name.strip() for name in str(value).split(",") if name.strip()]
+    if names == ["none"]:
+        return ()
+    bad = [name for name in names if name not in STACKS]
+    if bad or not names or len(set(names)) != len(names):
+        raise ValueError(
+            "--ea-stacks must be a comma-separated list of distinct names from "
+            f"{','.join(STACKS)} (or 'none'), got {value!r}"
+        )
+    return tuple(name for name in STACKS if name in names)
+
+
+@dataclass
+class EvolvingAttentionConfig:
+    alpha: float = 0.5
+    beta: float = 0.5
+    kernel_size: int = 3
+    activation: str = "relu"
+    stacks: Tuple[str, ...] = STACKS
+
+    @classmethod
+    def from_args(cls, args) -> "EvolvingAttentionConfig":
+        """Read and validate the ``--ea-*`` options of a namespace or TransformerConfig."""
+        default = cls()
+        return cls(
+            alpha=parse_alpha(getattr(args, "ea_alpha", default.alpha)),
+            beta=parse_beta(getattr(args, "ea_beta", default.beta)),
+            kernel_size=parse_kernel_size(getattr(args, "ea_kernel_size", default.kernel_size)),
+            activation=parse_activation(getattr(args, "ea_activation", default.activation)),
+            stacks=parse_stacks(getattr(args, "ea_stacks", default.stacks)),
+        )
+
+
+class AttentionChain:
+    """What one attention stack hands from layer to layer during one forward pass.
+
+    The encoder or decoder opens the chain before its layers run and closes it
+    after, so no tensor outlives the pass.
+
+    - ``prev_attn_logits``: A_{i-1}, ``(bsz, heads, tgt_len, src_len)``, or None
+      before the first layer.
+    - ``query_padding_mask``: ``(bsz, tgt_len)``, True at padded query positions.
+    - ``capture``: an optional callable that receives every layer's maps (see
+      :meth:`EvolvingAttention.forward`); None costs nothing.
+    """
+
+    def __init__(self, stack: str, cfg: EvolvingAttentionConfig):
+        assert stack in STACKS, stack
+        self.stack = stack
+        self.cfg = cfg
+        self.num_layers = 0
+        self.prev_attn_logits: Optional[Tensor] = None
+        self.query_padding_mask: Optional[Tensor] = None
+        self.capture = None
+        self.layer_idx = 0
+
+    @property
+    def causal(self) -> bool:
+        """Decoder self- and cross-attention are causal along the target axis."""
+        return self.stack != "encoder"
+
+    def add_layer(self, num_heads: int) -> Optional["EvolvingAttention"]:
+        """Register the stack's next layer and build its residual convolution.
+
+        Returns None for the first layer, which only starts the chain.
+        """
+        self.num_layers += 1
+        if self.num_layers == 1:
+            return None
+        cfg = self.cfg
+        return EvolvingAttention(
+            num_heads,
+            alpha=cfg.alpha,
+            beta=cfg.beta,
+            kernel_size=cfg.kernel_size,
+            activation=cfg.activation,
+            causal=self.causal,
+        )
+
+    def open(self, query_padding_mask: Optional[Tensor]):
+        self.prev_attn_logits = None
+        self.query_padding_mask = query_padding_mask
+        self.layer_idx = 0
+
+    def close(self):
+        self.prev_attn_logits = None
+        self.query_padding_mask = None
+
+
+class EvolvingAttention(nn.Module):
+    """The residual convolution of one layer i >= 2 of an attention stack.
+
+    Args:
+        num_heads: H, the convolution's input and output channels.
+        causal: causal along the query (target) axis, for decoder self- and
+            cross-attention; centred otherwise. Along the key axis it is centred.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        kernel_size: int = 3,
+        activation: str = "relu",
+        causal: bool = False,
+    ):
+        super().__init__()
+        self.alpha = parse_alpha(alpha)
+        self.beta = parse_beta(beta)
+        self.kernel_size = parse_kernel_size(kernel_size)
+        self.activation = parse_activation(activation)
+        self.activation_fn = ACTIVATIONS[self.activation]
+        self.causal = causal
+        self.conv = nn.Conv2d(num_heads, num_heads, self.kernel_size)
+
+    @property
+    def num_history_rows(self) -> int:
+        """Rows of earlier target steps a causal convolution needs: k - 1."""
+        return self.kernel_size - 1
+
+    def forward(
+        self,
+        attn_logits: Tensor,
+        prev_attn_logits: Tensor,
+        blocked: Optional[Tensor] = None,
+        prev_mixed_rows: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """
+        Args:
+            attn_logits: S_i, ``(bsz, heads, tgt_len, src_len)``.
+            prev_attn_logits: A_{i-1}, same shape.
+            blocked: bool, broadcastable to ``(bsz, 1, tgt_len, src_len)``;
+                True cells are zeroed before the convolution.
+            prev_mixed_rows: incremental decoding only (causal): the mixed rows
+                of the k - 1 previous target steps, ``(bsz, heads, k - 1, <= src_len)``;
+                zeros at the first step. Narrower rows (self-attention, whose
+                keys grow by one each step) are zero-extended on the right.
+
+        Returns:
+            ``(attn_logits_out, mixed, conv_out, mixed_rows)``: A_i and M_i and
+            act(conv(M_i)), all ``(bsz, heads, tgt_len, src_len)``, and, when
+            ``prev_mixed_rows`` was given, the k - 1 newest mixed rows to keep
+            for the next step (else None).
+        """
+        mixed = torch.lerp(attn_logits, prev_attn_logits.to(attn_logits), self.alpha)
+        if blocked is not None:
+            mixed = mixed.masked_fill(blocked, 0.0)
+
+        half = self.kernel_size // 2
+        mixed_rows = None
+        if prev_mixed_rows is not None:
+            assert self.causal, "only a causal convolution keeps earlier rows"
+            src_len = mixed.size(-1)
+            history = F.pad(prev_mixed_rows, (0, src_len - prev_mixed_rows.size(-1)))
+            window = torch.cat([history.to(mixed), mixed], dim=2)
+            mixed_rows = window[:, :, window.size(2) - self.num_history_rows :]
+            padded = F.pad(window, (half, half))
+        elif self.causal:
+            padded = F.pad(mixed, (half, half, self.num_history_rows, 0))
+        else:
+            padded = F.pad(mixed, (half, half, half, half))
+
+        conv_out = self.activation_fn(self.conv(padded))
+        attn_logits_out = torch.lerp(mixed, conv_out, self.beta)
+        return attn_logits_out, mixed, conv_out, mixed_rows
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha={self.alpha}, beta={self.beta}, kernel_size={self.kernel_size}, "
+            f"activation={self.activation}, causal={self.causal}"
+        )

@@ -1,0 +1,188 @@
+# Copyright (c) evo-fairseq contributors.
+#
+# This source code is licensed under the MIT license found in the
+# LICENSE file in the root directory of this source tree.
+
+from typing import Dict, Optional
+
+import torch
+from fairseq.modules import MultiheadAttention
+from torch import Tensor
+
+from .evolving_attention import AttentionChain, EvolvingAttention
+
+EVOLVING_STATE = "evolving_state"
+
+
+class EvolvingMultiheadAttention(MultiheadAttention):
+    """fairseq's MultiheadAttention whose pre-softmax map evolves along its stack.
+
+    Everything but the map between ``QK^T`` and the softmax is fairseq's own: the
+    projections, key/value caching, key-padding masking, dropout and the
+    returned (post-softmax) attention. The map is changed in
+    :meth:`apply_sparse_mask`, fairseq's hook for exactly that place.
+
+    Args:
+        chain: the stack's :class:`AttentionChain`, shared by all its layers.
+        evolving: the layer's :class:`EvolvingAttention`; None for the first
+            layer of the stack, which starts the chain with its plain logits.
+    """
+
+    def __init__(
+        self,
+        embed_dim,
+        num_heads,
+        chain: AttentionChain,
+        evolving: Optional[EvolvingAttention],
+        **kwargs,
+    ):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        if self.bias_k is not None or self.add_zero_attn:
+            raise ValueError(
+                "evolving attention does not support add_bias_kv or add_zero_attn "
+                "(they add key columns that are not tokens)"
+            )
+        self.chain = chain
+        self.evolving = evolving
+        # fairseq's fused path (F.multi_head_attention_forward) has no hook
+        # between the logits and the softmax; this flag makes it take its own.
+        self.skip_embed_dim_check = True
+        self._masks = None
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Optional[Tensor],
+        value: Optional[Tensor],
+        key_padding_mask: Optional[Tensor] = None,
+        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+        need_weights: bool = True,
+        static_kv: bool = False,
+        attn_mask: Optional[Tensor] = None,
+        before_softmax: bool = False,
+        need_head_weights: bool = False,
+    ):
+        # attn_mask is applied in apply_sparse_mask, out of place: fairseq adds
+        # it in place, which would corrupt the map handed to the next layer.
+        self._masks = (key_padding_mask, attn_mask, incremental_state)
+        try:
+            return super().forward(
+                query,
+                key,
+                value,
+                key_padding_mask=key_padding_mask,
+                incremental_state=incremental_state,
+                need_weights=need_weights,
+                static_kv=static_kv,
+                attn_mask=None,
+                before_softmax=before_softmax,
+                need_head_weights=need_head_weights,
+            )
+        finally:
+            self._masks = None
+
+    def apply_sparse_mask(self, attn_weights, tgt_len: int, src_len: int, bsz: int):
+        """Evolve S_i ``(bsz * heads, tgt_len, src_len)`` into A_i, same shape."""
+        key_padding_mask, attn_mask, incremental_state = self._masks
+        chain = self.chain
+        attn_logits = attn_weights.view(bsz, self.num_heads, tgt_len, src_len)
+        attn_blocked = _blocking_mask(attn_mask)
+        if self.evolving is None:
+            mixed = conv_out = None
+            attn_logits_out = attn_logits
+        else:
+            if chain.prev_attn_logits is None:
+                raise RuntimeError(
+                    f"{chain.stack} attention layer {chain.layer_idx + 1} has no map from "
+                    "the previous layer: the stack's chain was not opened or a layer was skipped"
+                )
+            blocked = self._blocked_cells(
+                key_padding_mask, attn_blocked, bsz, tgt_len, src_len
+            )
+            prev_mixed_rows = None
+            if incremental_state is not None:
+                prev_mixed_rows = self._get_prev_mixed_rows(
+                    incremental_state, bsz, src_len, attn_logits
+                )
+            attn_logits_out, mixed, conv_out, mixed_rows = self.evolving(
+                attn_logits, chain.prev_attn_logits, blocked, prev_mixed_rows
+            )
+            if mixed_rows is not None:
+                self.set_incremental_state(
+                    incremental_state, EVOLVING_STATE, {"prev_mixed_rows": mixed_rows}
+                )
+        chain.prev_attn_logits = attn_logits_out
+        if chain.capture is not None:
+            chain.capture(
+                stack=chain.stack,
+                layer_idx=chain.layer_idx,
+                attn_logits=attn_logits,
+                mixed=mixed,
+                conv_out=conv_out,
+                attn_logits_out=attn_logits_out,
+            )
+        chain.layer_idx += 1
+
+        if attn_blocked is not None:
+            fill = torch.finfo(attn_logits_out.dtype).min
+            attn_logits_out = attn_logits_out.masked_fill(attn_blocked, fill)
+        return attn_logits_out.reshape(bsz * self.num_heads, tgt_len, src_len)
+
+    def _blocked_cells(self, key_padding_mask, attn_blocked, bsz, tgt_len, src_len):
+        """Cells to zero before the convolution: bool ``(bsz, 1, tgt_len, src_len)`` or None."""
+        blocked = attn_blocked
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.to(torch.bool)
+            if key_padding_mask.size(0) != bsz:  # keys shared by a query's beams
+                key_padding_mask = key_padding_mask.repeat_interleave(
+                    bsz // key_padding_mask.size(0), dim=0
+                )
+            if key_padding_mask.size(1) < src_len:  # cached keys (incremental)
+                key_padding_mask = torch.nn.functional.pad(
+                    key_padding_mask, (src_len - key_padding_mask.size(1), 0)
+                )
+            columns = key_padding_mask[:, None, None, :]
+            blocked = columns if blocked is None else blocked | columns
+        query_padding_mask = self.chain.query_padding_mask
+        if query_padding_mask is not None:
+            rows = query_padding_mask.to(torch.bool)[:, None, -tgt_len:, None]
+            blocked = rows if blocked is None else blocked | rows
+        return blocked
+
+    def _get_prev_mixed_rows(self, incremental_state, bsz, src_len, like: Tensor):
+        state = self.get_incremental_state(incremental_state, EVOLVING_STATE)
+        if state is not None and "prev_mixed_rows" in state:
+            return state["prev_mixed_rows"]
+        return like.new_zeros(bsz, self.num_heads, self.evolving.num_history_rows, src_len)
+
+    @torch.jit.unused
+    def reorder_incremental_state(
+        self,
+        incremental_state: Dict[str, Dict[str, Optional[Tensor]]],
+        new_order: Tensor,
+    ):
+        """Reorder the kept mixed rows with the beams, then fairseq's own buffers.
+
+        The rows are per hypothesis, so they are always reordered, also where
+        fairseq's encoder-decoder key/value cache (shared by a query's beams)
+        returns early.
+        """
+        state = self.get_incremental_state(incremental_state, EVOLVING_STATE)
+        if state is not None:
+            state = {name: rows.index_select(0, new_order) for name, rows in state.items()}
+            incremental_state = self.set_incremental_state(
+                incremental_state, EVOLVING_STATE, state
+            )
+        return super().reorder_incremental_state(incremental_state, new_order)
+
+
+def _blocking_mask(attn_mask: Optional[Tensor]) -> Optional[Tensor]:
+    """fairseq's attention masks as bool ``(1, 1, tgt_len, src_len)``, True = blocked.
+
+    fairseq passes additive masks whose blocked cells are -inf (the decoder's
+    future mask) or large negative numbers (an encoder's bool mask), or a bool.
+    """
+    if attn_mask is None:
+        return None
+    blocked = attn_mask if attn_mask.dtype == torch.bool else attn_mask < 0
+    return blocked.view(1, 1, *blocked.shape[-2:])

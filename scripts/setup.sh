@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Set up evo-fairseq: torch (kept if present), fairseq, the tokenisation/BPE/scoring
+# tools, and this package in editable mode.
+#
+# Usage: bash scripts/setup.sh [--test]
+#   --test   also install the test requirements (pytest, matplotlib)
+#
+# Uses the active virtualenv; without one, creates .venv/ at the repository root.
+# Idempotent: a second run only checks and takes seconds.
+set -euo pipefail
+
+TORCH_VERSION=2.13.0
+FAIRSEQ_SPEC=fairseq-fixed==0.12.3.1
+TOOLS="sacremoses subword-nmt sacrebleu"
+TEST_TOOLS="pytest matplotlib"
+
+WITH_TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) WITH_TESTS=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown argument '$arg' (allowed: --test)" >&2; exit 2 ;;
+  esac
+done
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+  PY="$VIRTUAL_ENV/bin/python"
+else
+  if [ ! -x "$ROOT/.venv/bin/python" ]; then
+    echo "==> creating virtualenv $ROOT/.venv"
+    python3 -m venv "$ROOT/.venv"
+  fi
+  PY="$ROOT/.venv/bin/python"
+fi
+PIP=("$PY" -m pip --disable-pip-version-check)
+has() { "$PY" -c "$1" >/dev/null 2>&1; }
+
+# 1. torch: keep whatever works (GPU users bring their own CUDA build).
+if has "import torch"; then
+  echo "==> keeping torch $("$PY" -c 'import torch; print(torch.__version__)')"
+else
+  echo "==> installing torch==$TORCH_VERSION"
+  "${PIP[@]}" install -q "torch==$TORCH_VERSION"
+fi
+# Pin the installed torch for every later install, so nothing can replace it
+# (a replacement would be a multi-GB CUDA download).
+CONSTRAINTS="$ROOT/.venv-constraints.txt"
+"$PY" -c 'import torch; print("torch==" + torch.__version__)' > "$CONSTRAINTS"
+export PIP_CONSTRAINT="$CONSTRAINTS"
+
+# 2. build tools fairseq and fastBPE compile with.
+has "import setuptools, wheel, Cython, numpy" || {
+  echo "==> installing build tools"
+  "${PIP[@]}" install -q setuptools wheel cython numpy
+}
+
+# 3. fairseq: keep a working one (e.g. upstream 0.12.2 on Python <= 3.10).
+if has "import fairseq.models.transformer"; then
+  echo "==> keeping fairseq $("$PY" -c 'import fairseq; print(fairseq.__version__)')"
+else
+  echo "==> installing $FAIRSEQ_SPEC (compiles; takes a few minutes)"
+  "${PIP[@]}" install -q --no-build-isolation "$FAIRSEQ_SPEC"
+fi
+
+# 4. tokenisation, BPE and scoring.
+has "import sacremoses, subword_nmt, sacrebleu" || {
+  echo "==> installing $TOOLS"
+  "${PIP[@]}" install -q $TOOLS
+}
+has "import fastBPE" || {
+  echo "==> installing fastBPE"
+  "${PIP[@]}" install -q --no-build-isolation fastBPE
+}
+if [ "$WITH_TESTS" = 1 ]; then
+  has "import pytest, matplotlib" || {
+    echo "==> installing $TEST_TOOLS"
+    "${PIP[@]}" install -q $TEST_TOOLS
+  }
+fi
+
+# 5. this package, editable; its dependencies are all installed above.
+has "import evo_fairseq, os, sys; sys.exit(os.path.dirname(evo_fairseq.__file__) != '$ROOT/evo_fairseq')" || {
+  echo "==> installing evo_fairseq (editable)"
+  "${PIP[@]}" install -q --no-build-isolation --no-deps -e "$ROOT"
+}
+echo "==> ready: $("$PY" -c 'import torch, fairseq; print("torch", torch.__version__, "| fairseq", fairseq.__version__)')"
+echo "    python: $PY"

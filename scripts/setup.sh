@@ -34,7 +34,7 @@ else
   PY="$ROOT/.venv/bin/python"
 fi
 PIP=("$PY" -m pip --disable-pip-version-check)
-has() { "$PY" -c "$1" >/dev/null 2>&1; }
+has() { (cd / && "$PY" -c "$1") >/dev/null 2>&1; }  # not from here: . would shadow the install
 
 # 1. torch: keep whatever works (GPU users bring their own CUDA build).
 if has "import torch"; then

@@ -77,10 +77,11 @@ def parse_activation(value) -> str:
 
 def parse_stacks(value) -> Tuple[str, ...]:
     """``--ea-stacks``: comma-separated subset of encoder,decoder,cross, or none."""
-    if isinstance(value, (tuple, list)):
-        value = ",".join(value)
-    names = [name.strip() for name in str(value).split(",") if name.strip()]
-    if names == ["none"]:
+    if isinstance(value, (tuple, list)):  # already parsed
+        names = list(value)
+    else:
+        names = [name.strip() for name in str(value).split(",") if name.strip()]
+    if names in ([], ["none"]) and value != "":
         return ()
     bad = [name for name in names if name not in STACKS]
     if bad or not names or len(set(names)) != len(names):
@@ -212,9 +213,9 @@ class EvolvingAttention(nn.Module):
             attn_logits: S_i, ``(bsz, heads, tgt_len, src_len)``.
             prev_attn_logits: A_{i-1}, same shape.
             blocked: bool, broadcastable to ``(bsz, 1, tgt_len, src_len)``;
-                True cells are zeroed before the convolution.
-            prev_mixed_rows: incremental decoding only (causal): the mixed rows
-                of the k - 1 previous target steps, ``(bsz, heads, k - 1, <= src_len)``;
+                True cells are zeroed in the convolution's input.
+            prev_mixed_rows: incremental decoding only (causal): the (zeroed)
+                mixed rows of the k - 1 previous target steps, ``(bsz, heads, k - 1, <= src_len)``;
                 zeros at the first step. Narrower rows (self-attention, whose
                 keys grow by one each step) are zero-extended on the right.
 
@@ -225,22 +226,23 @@ class EvolvingAttention(nn.Module):
             for the next step (else None).
         """
         mixed = torch.lerp(attn_logits, prev_attn_logits.to(attn_logits), self.alpha)
-        if blocked is not None:
-            mixed = mixed.masked_fill(blocked, 0.0)
+        # only the convolution's input is zeroed: blocked cells of the residual
+        # branch are masked (columns) or ignored (padded rows) by the caller
+        conv_in = mixed if blocked is None else mixed.masked_fill(blocked, 0.0)
 
         half = self.kernel_size // 2
         mixed_rows = None
         if prev_mixed_rows is not None:
             assert self.causal, "only a causal convolution keeps earlier rows"
-            src_len = mixed.size(-1)
+            src_len = conv_in.size(-1)
             history = F.pad(prev_mixed_rows, (0, src_len - prev_mixed_rows.size(-1)))
-            window = torch.cat([history.to(mixed), mixed], dim=2)
+            window = torch.cat([history.to(conv_in), conv_in], dim=2)
             mixed_rows = window[:, :, window.size(2) - self.num_history_rows :]
             padded = F.pad(window, (half, half))
         elif self.causal:
-            padded = F.pad(mixed, (half, half, self.num_history_rows, 0))
+            padded = F.pad(conv_in, (half, half, self.num_history_rows, 0))
         else:
-            padded = F.pad(mixed, (half, half, half, half))
+            padded = F.pad(conv_in, (half, half, half, half))
 
         conv_out = self.activation_fn(self.conv(padded))
         attn_logits_out = torch.lerp(mixed, conv_out, self.beta)

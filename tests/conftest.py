@@ -1,0 +1,134 @@
+"""Shared fixtures: tiny dictionaries, models built through fairseq's own option
+parsing, and a tiny parallel corpus taken from the bundled Multi30k."""
+
+import gzip
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import evo_fairseq  # noqa: F401  (registers the model, applies the fairseq fixes)
+from fairseq import options, tasks
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "examples" / "multi30k" / "data"
+BIN = Path(sys.executable).parent
+
+# A small model for unit tests: 3 layers per stack so that every stack has a
+# first layer and two evolving ones.
+TINY_MODEL = [
+    "--encoder-layers", "3", "--decoder-layers", "3",
+    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
+    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+    "--dropout", "0", "--attention-dropout", "0",
+]
+
+
+def write_dictionary(path, num_symbols):
+    with open(path, "w") as f:
+        for i in range(num_symbols):
+            f.write(f"w{i} 1\n")
+
+
+@pytest.fixture(scope="session")
+def dict_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dicts")
+    write_dictionary(path / "dict.de.txt", 40)
+    write_dictionary(path / "dict.en.txt", 40)
+    return path
+
+
+def build_model(data_dir, arch="ea_transformer", extra=(), seed=1):
+    """Build (model, task, args) exactly as fairseq-train would."""
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser,
+        [str(data_dir), "--user-dir", str(ROOT / "evo_fairseq"), "--task", "translation",
+         "-s", "de", "-t", "en", "--arch", arch, *TINY_MODEL, *extra],
+    )
+    torch.manual_seed(seed)
+    task = tasks.setup_task(args)
+    model = task.build_model(args)
+    model.eval()
+    return model, task, args
+
+
+def random_batch(task, bsz=3, src_len=7, tgt_len=6, left_pad_source=True, seed=0):
+    """Random tokens (no special symbols) with varied lengths, padded like fairseq."""
+    gen = torch.Generator().manual_seed(seed)
+    src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+    low = src_dict.nspecial
+    src_lengths = [src_len] + [max(2, src_len - 2 * i - 1) for i in range(1, bsz)]
+    tgt_lengths = [tgt_len] + [max(2, tgt_len - i - 1) for i in range(1, bsz)]
+    src = torch.full((bsz, src_len), src_dict.pad())
+    tgt = torch.full((bsz, tgt_len), tgt_dict.pad())
+    for b in range(bsz):
+        tokens = torch.randint(low, len(src_dict), (src_lengths[b],), generator=gen)
+        tokens[-1] = src_dict.eos()
+        if left_pad_source:
+            src[b, src_len - src_lengths[b]:] = tokens
+        else:
+            src[b, : src_lengths[b]] = tokens
+        prev = torch.randint(low, len(tgt_dict), (tgt_lengths[b],), generator=gen)
+        prev[0] = tgt_dict.eos()
+        tgt[b, : tgt_lengths[b]] = prev
+    return src, torch.tensor(src_lengths), tgt, tgt_lengths
+
+
+def run(cmd, cwd=None, env=None, timeout=900):
+    """Run a command, failing the test with its output when it fails."""
+    full_env = dict(os.environ, PYTHONWARNINGS="ignore", **(env or {}))
+    proc = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=full_env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
+            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def fairseq_cli(name):
+    return str(BIN / f"fairseq-{name}")
+
+
+def read_gz(path, n):
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [next(f).rstrip("\n") for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A few hundred Multi30k lines, lower-cased and whitespace-tokenised:
+    train/valid/test raw text, ready for BPE or fairseq-preprocess."""
+    out = tmp_path_factory.mktemp("corpus")
+    n_train, n_valid, n_test = 300, 40, 21
+    for lang in ("de", "en"):
+        train = read_gz(DATA / f"train.{lang}.gz", n_train + n_valid)
+        test = read_gz(DATA / f"test_2016_flickr.{lang}.gz", n_test)
+        tok = lambda s: " ".join(s.lower().replace(".", " .").replace(",", " ,").split())
+        (out / f"train.{lang}").write_text("\n".join(map(tok, train[:n_train])) + "\n")
+        (out / f"valid.{lang}").write_text("\n".join(map(tok, train[n_train:])) + "\n")
+        (out / f"test.{lang}").write_text("\n".join(map(tok, test)) + "\n")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_data_bin(tiny_corpus, tmp_path_factory):
+    """fairseq-preprocess output for the tiny corpus (word level, joined dictionary)."""
+    dest = tmp_path_factory.mktemp("data-bin")
+    run([fairseq_cli("preprocess"), "--source-lang", "de", "--target-lang", "en",
+         "--trainpref", tiny_corpus / "train", "--validpref", tiny_corpus / "valid",
+         "--testpref", tiny_corpus / "test", "--destdir", dest, "--joined-dictionary",
+         "--workers", "1"])
+    return dest
+
+
+random.seed(0)

@@ -27,6 +27,8 @@ import torch
 from fairseq.data import bucket_pad_length_dataset, data_utils
 
 _applied = False
+# fairseq's functions as they were before the fixes (for tests and comparisons)
+ORIGINALS = {}
 
 
 def allow_namespace_in_checkpoints():
@@ -86,6 +88,8 @@ def apply():
 
     allow_namespace_in_checkpoints()
 
+    ORIGINALS["batch_by_size"] = data_utils.batch_by_size
+    ORIGINALS["get_buckets"] = data_utils.get_buckets
     if not getattr(data_utils.batch_by_size, "keeps_last_batch", False):
         data_utils.batch_by_size = batch_by_size_keeping_last_batch(data_utils.batch_by_size)
 

@@ -1,0 +1,18 @@
+"""``python -m evo_fairseq --help``: the evolving-attention options.
+
+``fairseq-train --help`` lists no model's options (fairseq parses ``--help``
+before it adds them), so this prints ours.
+"""
+
+import argparse
+
+from evo_fairseq.models.ea_transformer import add_evolving_attention_args
+
+parser = argparse.ArgumentParser(
+    prog="fairseq-train --user-dir evo_fairseq --arch ea_transformer_*",
+    description="Evolving-attention options of the ea_transformer model; every option "
+    "of fairseq's transformer applies too.",
+)
+add_evolving_attention_args(parser)
+parser.parse_args()
+parser.print_help()

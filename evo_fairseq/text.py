@@ -1,0 +1,206 @@
+# Copyright (c) evo-fairseq contributors.
+#
+# This source code is licensed under the MIT license found in the
+# LICENSE file in the root directory of this source tree.
+"""Text steps shared by the recipes: tokenise, clean, convert BPE codes.
+
+    python -m evo_fairseq.text tokenize --lang de [--lowercase] [--workers N] IN OUT [IN OUT ...]
+    python -m evo_fairseq.text clean --src de --tgt en --min-len 1 --max-len 175 --ratio 1.5 IN_PREFIX OUT_PREFIX
+    python -m evo_fairseq.text fastbpe-codes SUBWORD_NMT_CODES FASTBPE_CODES
+    python -m evo_fairseq.text apply-fastbpe --codes FASTBPE_CODES IN OUT
+
+Tokenisation is Moses' (sacremoses, Python API), with the settings of fairseq's
+own ``--tokenizer moses`` (no escaping, aggressive dash splits), so text typed
+into ``fairseq-interactive --tokenizer moses`` is split as the training data was.
+Input may be gzipped (``.gz``). Output is written to a temporary file and
+renamed when complete, so an interrupted step never leaves a complete-looking file.
+"""
+
+import argparse
+import contextlib
+import gzip
+import multiprocessing
+import os
+import sys
+
+CHUNK = 2000
+
+
+def open_text(path, mode="r"):
+    if path == "-":
+        return contextlib.nullcontext(sys.stdin if "r" in mode else sys.stdout)
+    if path.endswith(".gz"):
+        return gzip.open(path, mode + "t", encoding="utf-8")
+    return open(path, mode, encoding="utf-8", newline="\n")
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Write to ``path + '.tmp'`` and rename on success; remove it on failure."""
+    if path == "-":
+        yield sys.stdout
+        return
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+_tokenizer = None
+
+
+def _init_tokenizer(lang, lowercase):
+    global _tokenizer
+    from sacremoses import MosesTokenizer
+
+    moses = MosesTokenizer(lang=lang)
+
+    def tokenize(line):
+        line = line.strip()
+        if lowercase:
+            line = line.lower()
+        return moses.tokenize(line, aggressive_dash_splits=True, return_str=True, escape=False)
+
+    _tokenizer = tokenize
+
+
+def _tokenize_chunk(lines):
+    return [_tokenizer(line) for line in lines]
+
+
+def _chunks(f):
+    chunk = []
+    for line in f:
+        chunk.append(line)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def tokenize(args):
+    if len(args.files) % 2:
+        raise SystemExit("error: tokenize takes pairs of files: IN OUT [IN OUT ...]")
+    pool = None
+    if args.workers > 1:
+        pool = multiprocessing.Pool(
+            args.workers, initializer=_init_tokenizer, initargs=(args.lang, args.lowercase)
+        )
+    else:
+        _init_tokenizer(args.lang, args.lowercase)
+    try:
+        for input, output in zip(args.files[::2], args.files[1::2]):
+            done = 0
+            with open_text(input) as fin, atomic_output(output) as fout:
+                chunks = _chunks(fin)
+                results = pool.imap(_tokenize_chunk, chunks) if pool else map(_tokenize_chunk, chunks)
+                for lines in results:
+                    fout.write("".join(line + "\n" for line in lines))
+                    done += len(lines)
+                    if not args.quiet:
+                        print(f"\r  tokenize {input}: {done} lines", end="", file=sys.stderr)
+            if not args.quiet:
+                print(file=sys.stderr)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+
+def clean(args):
+    """Keep pairs with min_len <= tokens <= max_len on both sides and a length
+    ratio <= ratio (the rule of Moses' clean-corpus-n.perl)."""
+    kept = total = 0
+    src_in, tgt_in = f"{args.input}.{args.src}", f"{args.input}.{args.tgt}"
+    with open_text(src_in) as fs, open_text(tgt_in) as ft, atomic_output(
+        f"{args.output}.{args.src}"
+    ) as out_s, atomic_output(f"{args.output}.{args.tgt}") as out_t:
+        for src, tgt in _zip_strict(fs, ft, src_in, tgt_in):
+            total += 1
+            ns, nt = len(src.split()), len(tgt.split())
+            if not (args.min_len <= ns <= args.max_len and args.min_len <= nt <= args.max_len):
+                continue
+            if ns / nt > args.ratio or nt / ns > args.ratio:
+                continue
+            out_s.write(src.strip() + "\n")
+            out_t.write(tgt.strip() + "\n")
+            kept += 1
+    print(f"  clean: kept {kept} of {total} pairs", file=sys.stderr)
+
+
+def _zip_strict(a, b, name_a, name_b):
+    for x, y in zip(a, b):
+        yield x, y
+    extra_a, extra_b = next(a, None), next(b, None)
+    if extra_a is not None or extra_b is not None:
+        raise SystemExit(f"error: {name_a} and {name_b} have different numbers of lines")
+
+
+def fastbpe_codes(args):
+    """subword-nmt codes (one merge per line, ``#version`` header) to fastBPE's
+    format (``left right count``, most frequent first): fastBPE applies merges
+    in file order, so the counts only have to decrease."""
+    with open_text(args.input) as fin, atomic_output(args.output) as fout:
+        merges = [line.rstrip("\n") for line in fin if not line.startswith("#version")]
+        for rank, merge in enumerate(merges):
+            if len(merge.split(" ")) != 2:
+                raise SystemExit(f"error: {args.input}: not a subword-nmt merge: {merge!r}")
+            fout.write(f"{merge} {len(merges) - rank}\n")
+
+
+def apply_fastbpe(args):
+    import fastBPE
+
+    bpe = fastBPE.fastBPE(args.codes)
+    with open_text(args.input) as fin, atomic_output(args.output) as fout:
+        for lines in _chunks(fin):
+            fout.write("".join(line + "\n" for line in bpe.apply([l.strip() for l in lines])))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m evo_fairseq.text", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tokenize", help="Moses-tokenise one language's text")
+    p.add_argument("--lang", "-l", required=True)
+    p.add_argument("--lowercase", action="store_true")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("files", nargs="+", metavar="IN OUT")
+    p.set_defaults(func=tokenize)
+
+    p = sub.add_parser("clean", help="length and ratio filter of a parallel corpus")
+    p.add_argument("--src", required=True)
+    p.add_argument("--tgt", required=True)
+    p.add_argument("--min-len", type=int, default=1)
+    p.add_argument("--max-len", type=int, default=175)
+    p.add_argument("--ratio", type=float, default=1.5)
+    p.add_argument("input", help="prefix: reads INPUT.SRC and INPUT.TGT")
+    p.add_argument("output", help="prefix: writes OUTPUT.SRC and OUTPUT.TGT")
+    p.set_defaults(func=clean)
+
+    p = sub.add_parser("fastbpe-codes", help="convert subword-nmt codes for fastBPE")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(func=fastbpe_codes)
+
+    p = sub.add_parser("apply-fastbpe", help="apply fastBPE codes")
+    p.add_argument("--codes", required=True)
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(func=apply_fastbpe)
+
+    args = parser.parse_args(argv)
+    if getattr(args, "workers", 1) < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

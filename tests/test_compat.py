@@ -1,0 +1,76 @@
+"""The fixes applied at plugin import, each shown to be needed and to work."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from evo_fairseq import compat
+from fairseq.data import data_utils
+
+
+def test_last_batch_is_kept():
+    sizes = np.full(21, 5, dtype=np.int64)
+    indices = np.arange(21)
+    kwargs = dict(num_tokens_vec=sizes, max_tokens=1000, max_sentences=None,
+                  required_batch_size_multiple=8)
+    fairseq_batches = compat.ORIGINALS["batch_by_size"](indices, lambda i: 5, **kwargs)
+    assert sum(map(len, fairseq_batches)) < 21  # fairseq drops sentences here
+    batches = data_utils.batch_by_size(indices, lambda i: 5, **kwargs)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(21))
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 63, 64, 65])
+def test_epoch_iterator_covers_every_example(tiny_data_bin, n):
+    """fairseq's own task/iterator path, as train, validate and generate use it."""
+    from fairseq import options, tasks
+    args = options.parse_args_and_arch(
+        options.get_training_parser(),
+        [str(tiny_data_bin), "--task", "translation", "-s", "de", "-t", "en", "--arch", "transformer"],
+    )
+    task = tasks.setup_task(args)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    ids = []
+    itr = task.get_batch_iterator(
+        dataset, max_tokens=None, max_sentences=n, required_batch_size_multiple=8,
+        ignore_invalid_inputs=False,
+    ).next_epoch_itr(shuffle=False)
+    for batch in itr:
+        ids.extend(batch["id"].tolist())
+    assert sorted(ids) == list(range(len(dataset)))
+
+
+@pytest.mark.skipif(int(np.__version__.split(".")[0]) < 2, reason="numpy < 2 has no problem")
+def test_num_batch_buckets_with_numpy_2():
+    with pytest.raises((TypeError, AttributeError)):
+        compat.ORIGINALS["get_buckets"](np.arange(100), 4)
+    buckets = data_utils.get_buckets(np.arange(1, 101), 4)
+    assert buckets.tolist() == [25, 50, 75, 100]
+
+
+SAVE_AND_LOAD = """
+import argparse, sys, torch
+if sys.argv[1] == "plugin":
+    import evo_fairseq
+torch.save({"args": argparse.Namespace(arch="ea_transformer")}, sys.argv[2])
+state = torch.load(sys.argv[2])
+print(state["args"].arch)
+"""
+
+
+@pytest.mark.skipif(
+    tuple(int(x) for x in torch.__version__.split(".")[:2]) < (2, 6),
+    reason="torch < 2.6 does not load with weights_only=True",
+)
+def test_checkpoints_with_namespace_load(tmp_path):
+    ckpt = str(tmp_path / "ckpt.pt")
+    plain = subprocess.run([sys.executable, "-c", SAVE_AND_LOAD, "none", ckpt],
+                           capture_output=True, text=True)
+    assert plain.returncode != 0 and "Weights only load failed" in plain.stderr
+    fixed = subprocess.run([sys.executable, "-c", SAVE_AND_LOAD, "plugin", ckpt],
+                           capture_output=True, text=True)
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout.strip() == "ea_transformer"

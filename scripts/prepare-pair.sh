@@ -11,6 +11,7 @@
 # --bpe fastbpe), DIR/bpe/ and DIR/data-bin/ (fairseq-preprocess output).
 # A step whose output is already there is skipped; outputs are written atomically.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 
 SRC= TGT= TRAIN= VALID= TEST= OUT=
 BPE=subword_nmt

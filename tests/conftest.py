@@ -80,12 +80,13 @@ def random_batch(task, bsz=3, src_len=7, tgt_len=6, left_pad_source=True, seed=0
     return src, torch.tensor(src_lengths), tgt, tgt_lengths
 
 
-def run(cmd, cwd=None, env=None, timeout=900):
+def run(cmd, cwd=None, env=None, input=None, timeout=900):
     """Run a command, failing the test with its output when it fails."""
     full_env = dict(os.environ, PYTHONWARNINGS="ignore", **(env or {}))
+    full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"
     proc = subprocess.run(
-        [str(c) for c in cmd], cwd=cwd, env=full_env, capture_output=True, text=True,
-        timeout=timeout,
+        [str(c) for c in cmd], cwd=cwd, env=full_env, input=input, capture_output=True,
+        text=True, timeout=timeout,
     )
     if proc.returncode != 0:
         raise AssertionError(

@@ -1,0 +1,131 @@
+"""The whole fairseq workflow on a tiny slice of the bundled Multi30k, through
+fairseq's own command-line tools: prepare (our generic recipe) -> train ->
+resume -> validate -> generate -> interactive -> hub."""
+
+import re
+
+import pytest
+
+from conftest import DATA, ROOT, fairseq_cli, read_gz, run
+
+USER_DIR = ["--user-dir", ROOT / "evo_fairseq"]
+TINY_EA = [
+    "--arch", "ea_transformer", "--share-all-embeddings",
+    "--encoder-layers", "2", "--decoder-layers", "3",
+    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+]
+TRAIN = [
+    "--optimizer", "adam", "--lr", "0.002", "--lr-scheduler", "inverse_sqrt",
+    "--warmup-updates", "4", "--criterion", "label_smoothed_cross_entropy",
+    "--label-smoothing", "0.1", "--max-tokens", "1500", "--seed", "3",
+    "--log-format", "simple", "--log-interval", "1", "--no-epoch-checkpoints",
+]
+N_TEST = 21  # not a multiple of --required-batch-size-multiple (8)
+SENTENCES = ["Ein Hund läuft im Schnee.", "Zwei Männer stehen auf der Straße.",
+             "Eine Frau mit einem roten Hut."]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Raw (untokenised, cased) text through scripts/prepare-pair.sh."""
+    raw = tmp_path_factory.mktemp("raw")
+    for lang in ("de", "en"):
+        train = read_gz(DATA / f"train.{lang}.gz", 400)
+        (raw / f"train.{lang}").write_text("\n".join(train[:360]) + "\n")
+        (raw / f"valid.{lang}").write_text("\n".join(train[360:]) + "\n")
+        (raw / f"test.{lang}").write_text(
+            "\n".join(read_gz(DATA / f"test_2016_flickr.{lang}.gz", N_TEST)) + "\n")
+    out = tmp_path_factory.mktemp("prepared")
+    run(["bash", ROOT / "scripts" / "prepare-pair.sh", "--src", "de", "--tgt", "en",
+         "--train", raw / "train", "--valid", raw / "valid", "--test", raw / "test",
+         "--bpe", "fastbpe", "--bpe-merges", "400", "--joined-dictionary", "--workers", "2",
+         "--out", out])
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, tmp_path_factory):
+    save_dir = tmp_path_factory.mktemp("checkpoints")
+    first = run([fairseq_cli("train"), prepared / "data-bin", *USER_DIR, *TINY_EA, *TRAIN,
+                 "--max-update", "6", "--save-dir", save_dir])
+    resumed = run([fairseq_cli("train"), prepared / "data-bin", *USER_DIR, *TINY_EA, *TRAIN,
+                   "--max-update", "12", "--save-dir", save_dir])
+    return save_dir, first.stderr + first.stdout, resumed.stderr + resumed.stdout
+
+
+def test_prepare_pair_outputs(prepared):
+    for name in ["code", "code.fastbpe", "data-bin/dict.de.txt", "data-bin/test.de-en.en.bin"]:
+        assert (prepared / name).stat().st_size > 0, name
+    assert len((prepared / "tok" / "test.en").read_text().splitlines()) == N_TEST
+    bpe_lines = (prepared / "bpe" / "train.de").read_text()
+    assert "@@ " in bpe_lines
+
+
+def test_train_and_resume_from_checkpoint_last(trained):
+    save_dir, first, resumed = trained
+    assert "num_updates 6" in first
+    assert re.search(r"Loaded checkpoint \S*checkpoint_last\.pt \(epoch \d+ @ 6 updates\)", resumed)
+    assert "num_updates 12" in resumed
+    assert (save_dir / "checkpoint_best.pt").exists()
+    losses = [float(x) for x in re.findall(r"train \| epoch \d+ \| loss ([\d.]+)", first + resumed)]
+    assert losses[-1] < losses[0]
+
+
+def test_validate(trained, prepared):
+    save_dir, _, _ = trained
+    out = run([fairseq_cli("validate"), prepared / "data-bin", *USER_DIR, "--task", "translation",
+               "--path", save_dir / "checkpoint_last.pt", "--max-tokens", "500"])
+    text = out.stdout + out.stderr
+    loss = re.search(r"valid on 'valid' subset \| loss ([\d.]+)", text)
+    assert loss and 0 < float(loss.group(1)) < 20
+
+
+def test_generate_translates_every_sentence(trained, prepared):
+    save_dir, _, _ = trained
+    out = run([fairseq_cli("generate"), prepared / "data-bin", *USER_DIR,
+               "--path", save_dir / "checkpoint_last.pt", "--gen-subset", "test", "-s", "de", "-t", "en",
+               "--beam", "5", "--max-tokens", "150", "--max-len-b", "20",
+               "--scoring", "sacrebleu", "--print-alignment",
+               "--tokenizer", "moses", "--bpe", "fastbpe", "--bpe-codes", prepared / "code.fastbpe"])
+    ids = sorted(int(x) for x in re.findall(r"^H-(\d+)\t", out.stdout, re.M))
+    assert ids == list(range(N_TEST))  # none dropped with required-batch-size-multiple 8
+    alignments = re.findall(r"^A-\d+\t(.*)$", out.stdout, re.M)
+    assert len(alignments) == N_TEST
+    assert all(re.fullmatch(r"(\d+-\d+ ?)*", a) for a in alignments)
+    detok = re.findall(r"^D-\d+\t\S+\t(.*)$", out.stdout, re.M)
+    assert len(detok) == N_TEST and not any("@@" in d for d in detok)
+    assert re.search(r"Generate test with beam=5: BLEU = [\d.]+", out.stdout + out.stderr)
+
+
+@pytest.mark.parametrize("bpe", ["subword_nmt", "fastbpe"])
+def test_interactive_with_moses_and_bpe(trained, prepared, bpe):
+    save_dir, _, _ = trained
+    codes = prepared / ("code" if bpe == "subword_nmt" else "code.fastbpe")
+    proc = run([fairseq_cli("interactive"), prepared / "data-bin", *USER_DIR,
+                "--path", save_dir / "checkpoint_last.pt", "--source-lang", "de",
+                "--target-lang", "en", "--beam", "5", "--buffer-size", "2", "--batch-size", "2",
+                "--max-len-b", "20", "--tokenizer", "moses", "--bpe", bpe, "--bpe-codes", codes],
+               input="\n".join(SENTENCES) + "\n")
+    sources = re.findall(r"^S-\d+\t(.*)$", proc.stdout, re.M)
+    assert len(sources) == len(SENTENCES)
+    assert sources[0].startswith("Ein Hund l")  # moses split the final period
+    assert sources[0].replace("@@ ", "").endswith("Schnee .")
+    assert len(re.findall(r"^D-\d+\t", proc.stdout, re.M)) == len(SENTENCES)
+
+
+def test_hub_from_pretrained(trained, prepared):
+    from evo_fairseq.models import EATransformerModel
+
+    save_dir, _, _ = trained
+    hub = EATransformerModel.from_pretrained(
+        str(save_dir), checkpoint_file="checkpoint_last.pt",
+        data_name_or_path=str(prepared / "data-bin"),
+        tokenizer="moses", bpe="fastbpe", bpe_codes=str(prepared / "code.fastbpe"),
+    )
+    hub.eval()
+    assert type(hub.models[0]).__name__ == "EATransformerModel"
+    translations = hub.translate(SENTENCES, beam=5, max_len_b=20)
+    assert len(translations) == len(SENTENCES)
+    assert all(isinstance(t, str) and "@@" not in t for t in translations)

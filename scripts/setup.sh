@@ -35,13 +35,18 @@ else
 fi
 PIP=("$PY" -m pip --disable-pip-version-check)
 has() { (cd / && "$PY" -c "$1") >/dev/null 2>&1; }  # not from here: . would shadow the install
+# pip install, without the noise of find-links/index locations that do not exist
+pip_install() {
+  "${PIP[@]}" install -q "$@" 2>&1 | { grep -v "^WARNING: Location '" || true; }
+  return "${PIPESTATUS[0]}"
+}
 
 # 1. torch: keep whatever works (GPU users bring their own CUDA build).
 if has "import torch"; then
   echo "==> keeping torch $("$PY" -c 'import torch; print(torch.__version__)')"
 else
   echo "==> installing torch==$TORCH_VERSION"
-  "${PIP[@]}" install -q "torch==$TORCH_VERSION"
+  pip_install "torch==$TORCH_VERSION"
 fi
 # Pin the installed torch for every later install, so nothing can replace it
 # (a replacement would be a multi-GB CUDA download).
@@ -52,37 +57,37 @@ export PIP_CONSTRAINT="$CONSTRAINTS"
 # 2. build tools fairseq and fastBPE compile with.
 has "import setuptools, wheel, Cython, numpy" || {
   echo "==> installing build tools"
-  "${PIP[@]}" install -q setuptools wheel cython numpy
+  pip_install setuptools wheel cython numpy
 }
 
 # 3. fairseq: keep a working one (e.g. upstream 0.12.2 on Python <= 3.10).
 if has "import fairseq.models.transformer"; then
-  echo "==> keeping fairseq $("$PY" -c 'import fairseq; print(fairseq.__version__)')"
+  echo "==> keeping fairseq $("$PY" -c 'import fairseq; print(fairseq.__version__)' 2>/dev/null)"
 else
   echo "==> installing $FAIRSEQ_SPEC (compiles; takes a few minutes)"
-  "${PIP[@]}" install -q --no-build-isolation "$FAIRSEQ_SPEC"
+  pip_install --no-build-isolation "$FAIRSEQ_SPEC"
 fi
 
 # 4. tokenisation, BPE and scoring.
 has "import sacremoses, subword_nmt, sacrebleu" || {
   echo "==> installing $TOOLS"
-  "${PIP[@]}" install -q $TOOLS
+  pip_install $TOOLS
 }
 has "import fastBPE" || {
   echo "==> installing fastBPE"
-  "${PIP[@]}" install -q --no-build-isolation fastBPE
+  pip_install --no-build-isolation fastBPE
 }
 if [ "$WITH_TESTS" = 1 ]; then
   has "import pytest, matplotlib" || {
     echo "==> installing $TEST_TOOLS"
-    "${PIP[@]}" install -q $TEST_TOOLS
+    pip_install $TEST_TOOLS
   }
 fi
 
 # 5. this package, editable; its dependencies are all installed above.
-has "import evo_fairseq, os, sys; sys.exit(os.path.dirname(evo_fairseq.__file__) != '$ROOT/evo_fairseq')" || {
+has "import importlib.util as u, sys; s = u.find_spec('evo_fairseq'); sys.exit(s is None or s.origin != '$ROOT/evo_fairseq/__init__.py')" || {
   echo "==> installing evo_fairseq (editable)"
-  "${PIP[@]}" install -q --no-build-isolation --no-deps -e "$ROOT"
+  pip_install --no-build-isolation --no-deps -e "$ROOT"
 }
-echo "==> ready: $("$PY" -c 'import torch, fairseq; print("torch", torch.__version__, "| fairseq", fairseq.__version__)')"
+echo "==> ready: $("$PY" -c 'import torch, fairseq; print("torch", torch.__version__, "| fairseq", fairseq.__version__)' 2>/dev/null)"
 echo "    python: $PY"

@@ -129,3 +129,103 @@ def test_hub_from_pretrained(trained, prepared):
     translations = hub.translate(SENTENCES, beam=5, max_len_b=20)
     assert len(translations) == len(SENTENCES)
     assert all(isinstance(t, str) and "@@" not in t for t in translations)
+
+
+def inspect_cli(checkpoint, prepared, out_dir, *extra):
+    import sys
+    return run([sys.executable, "-m", "evo_fairseq.inspect", "--path", checkpoint,
+                "--data-bin", prepared / "data-bin", "-s", "de", "-t", "en",
+                "--source", SENTENCES[0], "--tokenizer", "moses", "--bpe", "fastbpe",
+                "--bpe-codes", prepared / "code.fastbpe", "--out-dir", out_dir, *extra])
+
+
+def test_inspect_captures_what_the_model_computes(trained, prepared, tmp_path):
+    import numpy as np
+    import torch
+    from matplotlib.image import imread
+
+    from evo_fairseq.inspect import figure_size
+
+    save_dir, _, _ = trained
+    out = inspect_cli(save_dir / "checkpoint_last.pt", prepared, tmp_path / "maps").stdout
+    arrays = np.load(tmp_path / "maps" / "sentence-1.npz")
+    n_src = len(arrays["source_tokens"])
+    n_tgt = len(arrays["target_tokens"])
+    assert arrays["source_tokens"][-1] == "</s>" and arrays["decoder_input_tokens"][0] == "</s>"
+    layers = {"encoder": 2, "decoder": 3, "cross": 3}
+    shapes = {"encoder": (4, n_src, n_src), "decoder": (4, n_tgt, n_tgt),
+              "cross": (4, n_tgt, n_src)}
+    alpha = beta = 0.5
+    for stack, num_layers in layers.items():
+        for layer in range(1, num_layers + 1):
+            key = f"{stack}/layer{layer}"
+            probs = arrays[f"{key}/probs"]
+            assert probs.shape == shapes[stack]
+            assert np.allclose(probs.sum(-1), 1.0, atol=1e-5)
+            if stack == "decoder":  # causal: no weight on future positions
+                assert np.all(np.triu(probs, k=1) == 0)
+            evolved = torch.from_numpy(arrays[f"{key}/evolved"])
+            if stack == "decoder":
+                evolved = evolved.masked_fill(torch.ones(n_tgt, n_tgt).triu(1).bool(), float("-inf"))
+            assert np.allclose(torch.softmax(evolved, -1).numpy(), probs, atol=1e-5)
+            if layer == 1:
+                assert f"{key}/mixed" not in arrays
+                assert np.array_equal(arrays[f"{key}/evolved"], arrays[f"{key}/logits"])
+            else:  # the evolution itself, from the saved arrays
+                mixed = arrays[f"{key}/mixed"]
+                prev = arrays[f"{stack}/layer{layer - 1}/evolved"]
+                assert np.allclose(mixed, (1 - alpha) * arrays[f"{key}/logits"] + alpha * prev,
+                                   atol=1e-5)
+                assert np.allclose(arrays[f"{key}/evolved"],
+                                   beta * arrays[f"{key}/conv"] + (1 - beta) * mixed, atol=1e-5)
+                assert (arrays[f"{key}/conv"] >= 0).all()  # relu
+    # the table: one row per evolving layer
+    assert "| cross | 3 |" in out and "| encoder | 2 |" in out and "| decoder | 2 |" in out
+    image = imread(tmp_path / "maps" / "sentence-1.png")
+    width, height = figure_size(3)
+    assert image.shape[:2] == (height, width)
+
+
+def test_inspect_does_not_change_outputs_and_matches_fairseqs_attention(trained, prepared):
+    import torch
+
+    from evo_fairseq.attention_capture import AttentionCapture
+    from evo_fairseq.models import EATransformerModel
+
+    save_dir, _, _ = trained
+    hub = EATransformerModel.from_pretrained(
+        str(save_dir), checkpoint_file="checkpoint_last.pt",
+        data_name_or_path=str(prepared / "data-bin")).eval()
+    model = hub.models[0]
+    src = hub.encode("ein hund läuft im schnee .").unsqueeze(0)
+    prev = torch.tensor([[2, 10, 11, 12, 13, 14]])
+    lengths = torch.tensor([src.size(1)])
+    with torch.no_grad():
+        before, extra = model(src, lengths, prev)
+        with AttentionCapture(model) as capture:
+            during, _ = model(src, lengths, prev)
+        after, _ = model(src, lengths, prev)
+    assert torch.equal(before, after)
+    assert (before - during).abs().max() < 1e-5
+    # fairseq's own returned attention (last layer, heads averaged) = captured probabilities
+    assert torch.allclose(extra["attn"][0][0], capture.maps[("cross", 3)]["probs"][0].mean(0),
+                          atol=1e-6)
+    # nothing left attached
+    assert all(m.skip_embed_dim_check for m in model.modules() if hasattr(m, "chain"))
+    assert all(m.chain.capture is None for m in model.modules() if hasattr(m, "chain"))
+    assert "apply_sparse_mask" not in vars(model.decoder.layers[0].encoder_attn)
+
+
+def test_inspect_plain_transformer_checkpoint(prepared, tmp_path):
+    import numpy as np
+
+    save_dir = tmp_path / "plain"
+    run([fairseq_cli("train"), prepared / "data-bin", "--arch", "transformer",
+         *TINY_EA[2:], *TRAIN, "--max-update", "3", "--save-dir", save_dir])
+    out = inspect_cli(save_dir / "checkpoint_last.pt", prepared, tmp_path / "maps",
+                      "--head", "1").stdout
+    arrays = np.load(tmp_path / "maps" / "sentence-1.npz")
+    assert not any(key.endswith("/mixed") for key in arrays.files)
+    assert np.allclose(arrays["cross/layer3/probs"].sum(-1), 1.0, atol=1e-5)
+    assert "| decoder | 3 |" in out
+    assert (tmp_path / "maps" / "sentence-1.png").stat().st_size > 10000

@@ -1,0 +1,160 @@
+# Copyright (c) evo-fairseq contributors.
+#
+# This source code is licensed under the MIT license found in the
+# LICENSE file in the root directory of this source tree.
+"""Time and memory of one EA attention layer against fairseq's MultiheadAttention.
+
+    python -m evo_fairseq.benchmark scaling [--lengths 16 32 64 128 256 512]
+        [--batch-size 8] [--embed-dim 512] [--heads 8] [--out FILE.md]
+
+For each sequence length: forward+backward of a self-attention layer (the EA
+layer is an evolving one, i.e. layer >= 2, with the default 3x3 convolution),
+the activation memory it keeps for the backward pass (bytes of the tensors
+saved by autograd; on a GPU, peak allocated memory), and one incremental
+decoding step of causal self-attention with that many cached positions.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+from fairseq.modules import MultiheadAttention
+
+from evo_fairseq.modules import AttentionChain, EvolvingAttentionConfig, EvolvingMultiheadAttention
+
+
+def build(kind, embed_dim, heads, stack):
+    if kind == "plain":
+        return MultiheadAttention(embed_dim, heads, self_attention=True), None
+    chain = AttentionChain(stack, EvolvingAttentionConfig())
+    chain.add_layer(heads)  # layer 1
+    module = EvolvingMultiheadAttention(
+        embed_dim, heads, chain=chain, evolving=chain.add_layer(heads), self_attention=True)
+    return module, chain
+
+
+def median_seconds(fn, repeats, device):
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def saved_activation_bytes(fn):
+    """Bytes of distinct tensors autograd saves for the backward pass of ``fn``."""
+    seen = {}
+
+    def pack(tensor):
+        seen[(tensor.untyped_storage().data_ptr(), tensor.dtype)] = (
+            tensor.untyped_storage().nbytes())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def measure(kind, length, args, device):
+    module, chain = build(kind, args.embed_dim, args.heads, "encoder")
+    module = module.to(device).train()
+    x = torch.randn(length, args.batch_size, args.embed_dim, device=device, requires_grad=True)
+    prev = torch.randn(args.batch_size, args.heads, length, length, device=device)
+
+    def forward():
+        if chain is not None:
+            chain.open(None)
+            chain.prev_attn_logits = prev
+        out, _ = module(x, x, x, need_weights=False)
+        return out
+
+    def forward_backward():
+        forward().sum().backward()
+
+    result = {"train_ms": 1e3 * median_seconds(forward_backward, args.repeats, device)}
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        out = forward()
+        result["memory_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        del out
+    else:
+        result["memory_mb"] = saved_activation_bytes(forward) / 2**20
+
+    # one incremental decoding step with `length` cached positions
+    step_module, step_chain = build(kind, args.embed_dim, args.heads, "decoder")
+    step_module = step_module.to(device).eval()
+    head_dim = args.embed_dim // args.heads
+    cached = torch.randn(args.batch_size, args.heads, length, head_dim, device=device)
+    query = torch.randn(1, args.batch_size, args.embed_dim, device=device)
+    prev_row = torch.randn(args.batch_size, args.heads, 1, length + 1, device=device)
+
+    def step():
+        state = {}
+        step_module._set_input_buffer(state, {"prev_key": cached, "prev_value": cached,
+                                              "prev_key_padding_mask": None})
+        if step_chain is not None:
+            step_module.set_incremental_state(state, "evolving_state", {
+                "prev_mixed_rows": torch.zeros(args.batch_size, args.heads, 2, length,
+                                               device=device)})
+            step_chain.open(None)
+            step_chain.prev_attn_logits = prev_row
+        step_module(query, query, query, incremental_state=state, need_weights=False)
+
+    with torch.no_grad():
+        result["step_ms"] = 1e3 * median_seconds(step, args.repeats, device)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m evo_fairseq.benchmark scaling",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--embed-dim", type=int, default=512)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--out", help="also write the markdown table here")
+    args = parser.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    torch.manual_seed(0)
+    memory_kind = "peak allocated" if device == "cuda" else "saved for backward"
+    lines = [
+        f"One self-attention layer, batch {args.batch_size}, {args.embed_dim} dims, "
+        f"{args.heads} heads, {device}; median of {args.repeats}.", "",
+        f"| length | fwd+bwd plain (ms) | fwd+bwd EA (ms) | ratio | memory plain (MB, "
+        f"{memory_kind}) | memory EA (MB) | ratio | incremental step plain (ms) | "
+        f"step EA (ms) | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = []
+    for length in args.lengths:
+        plain = measure("plain", length, args, device)
+        ea = measure("ea", length, args, device)
+        rows.append({"length": length, "plain": plain, "ea": ea})
+        lines.append(
+            f"| {length} | {plain['train_ms']:.2f} | {ea['train_ms']:.2f} | "
+            f"{ea['train_ms'] / plain['train_ms']:.2f}x | {plain['memory_mb']:.1f} | "
+            f"{ea['memory_mb']:.1f} | {ea['memory_mb'] / plain['memory_mb']:.2f}x | "
+            f"{plain['step_ms']:.3f} | {ea['step_ms']:.3f} | {ea['step_ms'] / plain['step_ms']:.2f}x |")
+        print(lines[-1], flush=True)
+    table = "\n".join(lines) + "\n"
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table)
+    print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -115,16 +115,28 @@ def sacrebleu_score(hypotheses, reference):
     return score.score, str(bleu.get_signature())
 
 
+def language_pair(data_bin):
+    """``(src, tgt)`` from fairseq-preprocess's file names (``train.src-tgt.src.bin``)."""
+    pairs = set()
+    for name in os.listdir(data_bin):
+        m = re.fullmatch(r"\w+\.([\w-]+)-([\w-]+)\.[\w-]+\.bin", name)
+        if m:
+            pairs.add((m.group(1), m.group(2)))
+    if len(pairs) != 1:
+        raise SystemExit(f"error: cannot tell the language pair of {data_bin} (found {sorted(pairs)}); "
+                         "give --source-lang and --target-lang")
+    return pairs.pop()
+
+
 def benchmark_model(arch, seed, args, out_dir, device):
     tag = f"{arch}-seed{seed}"
     save_dir = os.path.join(out_dir, tag)
     os.makedirs(save_dir, exist_ok=True)
-    common = [args.data_bin, "--user-dir", ROOT]
+    common = [args.data_bin, "--user-dir", ROOT, "-s", args.source_lang, "-t", args.target_lang]
     train_args = common + [
-        "--arch", arch, *shlex.split(args.model_args), *shlex.split(TRAIN_ARGS),
+        "--arch", arch, *shlex.split(args.model_args), *shlex.split(args.train_args),
         "--max-update", str(args.max_update), "--seed", str(seed), "--save-dir", save_dir,
         "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "1",
-        "--required-batch-size-multiple", "1",
     ]
     if arch.startswith("ea_"):
         train_args += shlex.split(args.ea_args)
@@ -143,6 +155,9 @@ def benchmark_model(arch, seed, args, out_dir, device):
     gen_args = common + [
         "--path", os.path.join(save_dir, "checkpoint_last.pt"), "--gen-subset", args.gen_subset,
         "--beam", "5", "--batch-size", str(args.gen_batch_size), "--scoring", "sacrebleu",
+        # bounded output length, so that an undertrained model is not timed on runaway output
+        "--max-len-a", "1.2", "--max-len-b", "10",
+        "--num-shards", str(args.gen_shards), "--shard-id", "0",
     ]
     if args.bpe_codes:
         gen_args += ["--tokenizer", "moses", "--bpe", args.bpe, "--bpe-codes", args.bpe_codes]
@@ -164,6 +179,8 @@ def benchmark_model(arch, seed, args, out_dir, device):
     hyps = {int(i): h for i, h in re.findall(r"^D-(\d+)\t\S+\t(.*)$", gen_text, re.M)}
     if args.reference:
         ordered = [hyps[i] for i in sorted(hyps)]
+        if args.gen_shards != 1:
+            raise SystemExit("error: --reference scores the whole set; use --gen-shards 1")
         result["bleu"], result["bleu_signature"] = sacrebleu_score(ordered, args.reference)
     else:
         result["bleu"], result["bleu_signature"] = result["fairseq_bleu"], "fairseq --scoring sacrebleu"
@@ -210,8 +227,10 @@ def compare(args):
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     os.makedirs(args.out_dir, exist_ok=True)
     runs = {"plain": [], "ea": []}
+    archs = {"plain": f"transformer_{args.arch}", "ea": f"ea_transformer_{args.arch}"}
     for seed in args.seeds:
-        for side, arch in [("plain", f"transformer_{args.arch}"), ("ea", f"ea_transformer_{args.arch}")]:
+        for side in args.sides:
+            arch = archs[side]
             print(f"==> {arch}, seed {seed} ({device})", flush=True)
             result = benchmark_model(arch, seed, args, args.out_dir, device)
             print("    " + json.dumps(result), flush=True)
@@ -244,17 +263,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m evo_fairseq.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-bin", required=True)
+    parser.add_argument("--source-lang", "-s", help="default: from the data-bin's file names")
+    parser.add_argument("--target-lang", "-t", help="default: from the data-bin's file names")
     parser.add_argument("--arch", default="iwslt_de_en",
                         help="suffix of transformer_<arch> and ea_transformer_<arch>")
     parser.add_argument("--model-args", default="--share-all-embeddings",
                         help="extra fairseq options for both models")
     parser.add_argument("--ea-args", default="", help="extra options for the EA model only")
+    parser.add_argument("--train-args", default=TRAIN_ARGS,
+                        help=f"optimisation options for both models (default: {TRAIN_ARGS})")
+    parser.add_argument("--sides", nargs="+", default=["plain", "ea"], choices=["plain", "ea"],
+                        help="which models to run (a sweep runs only ea)")
     parser.add_argument("--max-update", type=int, default=300)
     parser.add_argument("--timing-warmup", type=int, default=10,
                         help="updates not timed (start-up, allocator warm-up)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--gen-subset", default="test")
     parser.add_argument("--gen-batch-size", type=int, default=64)
+    parser.add_argument("--gen-shards", type=int, default=1,
+                        help="translate only the first of this many shards of the subset")
     parser.add_argument("--bpe", default="subword_nmt", choices=["subword_nmt", "fastbpe"])
     parser.add_argument("--bpe-codes", help="detokenise hypotheses with moses + this BPE")
     parser.add_argument("--reference", help="raw reference text for detokenised sacreBLEU")
@@ -274,6 +301,8 @@ def main(argv=None):
     for path in [args.data_bin, args.bpe_codes, args.reference]:
         if path and not os.path.exists(path):
             parser.error(f"no such file or directory: {path}")
+    if not (args.source_lang and args.target_lang):
+        args.source_lang, args.target_lang = language_pair(args.data_bin)
     return compare(args)
 
 

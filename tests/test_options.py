@@ -89,7 +89,7 @@ def test_help_text_and_cli_error(dict_dir):
 def test_architectures_mirror_fairseq_sizes(dict_dir):
     from fairseq.models import ARCH_CONFIG_REGISTRY
     import argparse
-    for name in ["iwslt_de_en", "wmt_en_de", "vaswani_wmt_en_de_big", "vaswani_wmt_en_fr_big",
+    for name in ["tiny", "iwslt_de_en", "wmt_en_de", "vaswani_wmt_en_de_big", "vaswani_wmt_en_fr_big",
                  "wmt_en_de_big", "wmt_en_de_big_t2t"]:
         plain, ea = argparse.Namespace(), argparse.Namespace()
         ARCH_CONFIG_REGISTRY[f"transformer_{name}"](plain)

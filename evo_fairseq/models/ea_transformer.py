@@ -22,6 +22,7 @@ from fairseq.models.transformer import (
     TransformerEncoderBase,
     TransformerModel,
     base_architecture,
+    tiny_architecture,
     transformer_iwslt_de_en,
     transformer_vaswani_wmt_en_de_big,
     transformer_vaswani_wmt_en_fr_big,
@@ -343,6 +344,7 @@ def _ea_architecture(name, transformer_architecture):
     return architecture
 
 
+ea_transformer_tiny = _ea_architecture("ea_transformer_tiny", tiny_architecture)
 ea_transformer_iwslt_de_en = _ea_architecture("ea_transformer_iwslt_de_en", transformer_iwslt_de_en)
 ea_transformer_wmt_en_de = _ea_architecture("ea_transformer_wmt_en_de", transformer_wmt_en_de)
 ea_transformer_vaswani_wmt_en_de_big = _ea_architecture(

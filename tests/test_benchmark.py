@@ -1,0 +1,53 @@
+"""The benchmark harness in its quick mode, and the scaling table, on tiny data."""
+
+import json
+import math
+import sys
+
+from conftest import run
+
+FIELDS = ["train_tokens_per_s", "peak_memory_mb", "valid_loss", "gen_sentences_per_s", "bleu"]
+
+
+def test_quick_benchmark_reports_every_field(tiny_data_bin, tmp_path):
+    out_dir = tmp_path / "bench"
+    proc = run([sys.executable, "-m", "evo_fairseq.benchmark", "--data-bin", tiny_data_bin,
+                "--arch", "tiny", "--quick", "--gen-batch-size", "16", "--cpu",
+                "--out-dir", out_dir])
+    report = json.loads((out_dir / "benchmark.json").read_text())
+    assert report["device"] == "cpu" and "threads" in report["machine"]
+    for side, arch in [("plain", "transformer_tiny"), ("ea", "ea_transformer_tiny")]:
+        (result,) = report["runs"][side]
+        assert result["arch"] == arch
+        assert result["timed_updates"] >= 20  # 30 updates, 5 not timed (and batches per epoch)
+        assert result["train_tokens_per_s"] > 0
+        assert 50 < result["peak_memory_mb"] < 8000
+        assert 0 < result["valid_loss"] < 20
+        assert result["sentences"] == 21  # the whole test set
+        assert result["gen_sentences_per_s"] > 0
+        assert 0 <= result["bleu"] <= 100
+    for key in FIELDS:
+        row = report["summary"][key]
+        if key == "bleu" and row["plain_mean"] == 0:
+            continue  # 30 updates may translate nothing right: no ratio then
+        assert row["ratio"] is not None and row["ratio"] > 0 and math.isfinite(row["ratio"]), key
+    table = (out_dir / "benchmark.md").read_text()
+    for title in ["training throughput", "peak memory", "validation loss", "generation", "BLEU"]:
+        assert title in table
+    assert "| EA / plain |" in table and "--quick" in table
+    assert "EA / plain" in proc.stdout
+
+
+def test_scaling_table(tmp_path):
+    out = tmp_path / "scaling.md"
+    run([sys.executable, "-m", "evo_fairseq.benchmark", "scaling", "--lengths", "8", "32",
+         "--batch-size", "2", "--embed-dim", "32", "--heads", "4", "--repeats", "2", "--cpu",
+         "--out", out])
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines()
+            if line.startswith("| 8 ") or line.startswith("| 32 ")]
+    assert len(rows) == 2
+    for cells in rows:
+        values = [float(c.strip().rstrip("x")) for c in cells]
+        assert all(v > 0 for v in values)
+        memory_plain, memory_ea = values[4], values[5]
+        assert memory_ea > memory_plain  # EA keeps its maps for the backward pass

@@ -144,8 +144,8 @@ def main(argv=None):
         rows.append({"length": length, "plain": plain, "ea": ea})
         lines.append(
             f"| {length} | {plain['train_ms']:.2f} | {ea['train_ms']:.2f} | "
-            f"{ea['train_ms'] / plain['train_ms']:.2f}x | {plain['memory_mb']:.1f} | "
-            f"{ea['memory_mb']:.1f} | {ea['memory_mb'] / plain['memory_mb']:.2f}x | "
+            f"{ea['train_ms'] / plain['train_ms']:.2f}x | {plain['memory_mb']:.3f} | "
+            f"{ea['memory_mb']:.3f} | {ea['memory_mb'] / plain['memory_mb']:.2f}x | "
             f"{plain['step_ms']:.3f} | {ea['step_ms']:.3f} | {ea['step_ms'] / plain['step_ms']:.2f}x |")
         print(lines[-1], flush=True)
     table = "\n".join(lines) + "\n"

@@ -43,7 +43,7 @@ pip_install() {
 
 # 1. torch: keep whatever works (GPU users bring their own CUDA build).
 if has "import torch"; then
-  echo "==> keeping torch $("$PY" -c 'import torch; print(torch.__version__)')"
+  echo "==> keeping torch $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
 else
   echo "==> installing torch==$TORCH_VERSION"
   pip_install "torch==$TORCH_VERSION"
@@ -51,7 +51,7 @@ fi
 # Pin the installed torch for every later install, so nothing can replace it
 # (a replacement would be a multi-GB CUDA download).
 CONSTRAINTS="$ROOT/.venv-constraints.txt"
-"$PY" -c 'import torch; print("torch==" + torch.__version__)' > "$CONSTRAINTS"
+"$PY" -c 'import torch; print("torch==" + torch.__version__)' 2>/dev/null > "$CONSTRAINTS"
 export PIP_CONSTRAINT="$CONSTRAINTS"
 
 # 2. build tools fairseq and fastBPE compile with.

@@ -155,10 +155,12 @@ def benchmark_model(arch, seed, args, out_dir, device):
     gen_args = common + [
         "--path", os.path.join(save_dir, "checkpoint_last.pt"), "--gen-subset", args.gen_subset,
         "--beam", "5", "--batch-size", str(args.gen_batch_size), "--scoring", "sacrebleu",
-        # bounded output length, so that an undertrained model is not timed on runaway output
-        "--max-len-a", "1.2", "--max-len-b", "10",
-        "--num-shards", str(args.gen_shards), "--shard-id", "0",
     ]
+    if args.gen_length:  # every hypothesis exactly this long: same work for both models
+        gen_args += ["--min-len", str(args.gen_length), "--max-len-a", "0",
+                     "--max-len-b", str(args.gen_length)]
+    else:  # bounded, so that an undertrained model is not timed on runaway output
+        gen_args += ["--max-len-a", "1.2", "--max-len-b", "10"]
     if args.bpe_codes:
         gen_args += ["--tokenizer", "moses", "--bpe", args.bpe, "--bpe-codes", args.bpe_codes]
     else:
@@ -179,8 +181,6 @@ def benchmark_model(arch, seed, args, out_dir, device):
     hyps = {int(i): h for i, h in re.findall(r"^D-(\d+)\t\S+\t(.*)$", gen_text, re.M)}
     if args.reference:
         ordered = [hyps[i] for i in sorted(hyps)]
-        if args.gen_shards != 1:
-            raise SystemExit("error: --reference scores the whole set; use --gen-shards 1")
         result["bleu"], result["bleu_signature"] = sacrebleu_score(ordered, args.reference)
     else:
         result["bleu"], result["bleu_signature"] = result["fairseq_bleu"], "fairseq --scoring sacrebleu"
@@ -280,8 +280,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--gen-subset", default="test")
     parser.add_argument("--gen-batch-size", type=int, default=64)
-    parser.add_argument("--gen-shards", type=int, default=1,
-                        help="translate only the first of this many shards of the subset")
+    parser.add_argument("--gen-length", type=int, default=None,
+                        help="force every hypothesis to this many tokens, so that generation "
+                             "speed compares the same work (for speed runs; BLEU is then moot)")
     parser.add_argument("--bpe", default="subword_nmt", choices=["subword_nmt", "fastbpe"])
     parser.add_argument("--bpe-codes", help="detokenise hypotheses with moses + this BPE")
     parser.add_argument("--reference", help="raw reference text for detokenised sacreBLEU")

@@ -21,6 +21,7 @@ Works for checkpoints of fairseq's plain transformer too.
 """
 
 import argparse
+import logging
 import os
 import sys
 
@@ -102,6 +103,8 @@ def figure_size(num_layers):
 
 def plot(maps, source_tokens, target_tokens, decoder_input_tokens, path, head=None, title=""):
     import matplotlib
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq logs at DEBUG
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -42,16 +42,19 @@ pip_install() {
 }
 
 # 1. torch: keep whatever works (GPU users bring their own CUDA build).
-if has "import torch"; then
-  echo "==> keeping torch $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
+version_of() { (cd / && "$PY" -c "import $1 as m; print(m.__version__)" 2>/dev/null) || true; }
+TORCH_FOUND=$(version_of torch)
+if [ -n "$TORCH_FOUND" ]; then
+  echo "==> keeping torch $TORCH_FOUND"
 else
   echo "==> installing torch==$TORCH_VERSION"
   pip_install "torch==$TORCH_VERSION"
+  TORCH_FOUND=$(version_of torch)
 fi
 # Pin the installed torch for every later install, so nothing can replace it
 # (a replacement would be a multi-GB CUDA download).
 CONSTRAINTS="$ROOT/.venv-constraints.txt"
-"$PY" -c 'import torch; print("torch==" + torch.__version__)' 2>/dev/null > "$CONSTRAINTS"
+echo "torch==$TORCH_FOUND" > "$CONSTRAINTS"
 export PIP_CONSTRAINT="$CONSTRAINTS"
 
 # 2. build tools fairseq and fastBPE compile with.
@@ -61,11 +64,13 @@ has "import setuptools, wheel, Cython, numpy" || {
 }
 
 # 3. fairseq: keep a working one (e.g. upstream 0.12.2 on Python <= 3.10).
-if has "import fairseq.models.transformer"; then
-  echo "==> keeping fairseq $("$PY" -c 'import fairseq; print(fairseq.__version__)' 2>/dev/null)"
+FAIRSEQ_FOUND=$( (cd / && "$PY" -c "import fairseq.models.transformer, fairseq; print(fairseq.__version__)" 2>/dev/null) || true)
+if [ -n "$FAIRSEQ_FOUND" ]; then
+  echo "==> keeping fairseq $FAIRSEQ_FOUND"
 else
   echo "==> installing $FAIRSEQ_SPEC (compiles; takes a few minutes)"
   pip_install --no-build-isolation "$FAIRSEQ_SPEC"
+  FAIRSEQ_FOUND=$(version_of fairseq)
 fi
 
 # 4. tokenisation, BPE and scoring.
@@ -89,5 +94,5 @@ has "import importlib.util as u, sys; s = u.find_spec('evo_fairseq'); sys.exit(s
   echo "==> installing evo_fairseq (editable)"
   pip_install --no-build-isolation --no-deps -e "$ROOT"
 }
-echo "==> ready: $("$PY" -c 'import torch, fairseq; print("torch", torch.__version__, "| fairseq", fairseq.__version__)' 2>/dev/null)"
+echo "==> ready: torch $TORCH_FOUND | fairseq $FAIRSEQ_FOUND"
 echo "    python: $PY"

@@ -100,7 +100,7 @@ class AttentionCapture:
         # fairseq applies attention dropout to the softmax probabilities: its input is them
         def record_probs(dropout, inputs, output):
             probs = inputs[0]
-            bsz_heads, tgt_len, src_len = probs.shape
+            _, tgt_len, src_len = probs.shape
             self._record(stack, layer, "probs", probs.view(-1, num_heads, tgt_len, src_len))
 
         handle = module.dropout_module.register_forward_hook(record_probs)

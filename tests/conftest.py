@@ -3,7 +3,6 @@ parsing, and a tiny parallel corpus taken from the bundled Multi30k."""
 
 import gzip
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -131,5 +130,3 @@ def tiny_data_bin(tiny_corpus, tmp_path_factory):
          "--workers", "1"])
     return dest
 
-
-random.seed(0)

@@ -3,8 +3,11 @@ fairseq's own command-line tools: prepare (our generic recipe) -> train ->
 resume -> validate -> generate -> interactive -> hub."""
 
 import re
+import sys
 
+import numpy as np
 import pytest
+import torch
 
 from conftest import DATA, ROOT, fairseq_cli, read_gz, run
 
@@ -132,7 +135,6 @@ def test_hub_from_pretrained(trained, prepared):
 
 
 def inspect_cli(checkpoint, prepared, out_dir, *extra):
-    import sys
     return run([sys.executable, "-m", "evo_fairseq.inspect", "--path", checkpoint,
                 "--data-bin", prepared / "data-bin", "-s", "de", "-t", "en",
                 "--source", SENTENCES[0], "--tokenizer", "moses", "--bpe", "fastbpe",
@@ -140,8 +142,6 @@ def inspect_cli(checkpoint, prepared, out_dir, *extra):
 
 
 def test_inspect_captures_what_the_model_computes(trained, prepared, tmp_path):
-    import numpy as np
-    import torch
     from matplotlib.image import imread
 
     from evo_fairseq.inspect import figure_size
@@ -187,7 +187,6 @@ def test_inspect_captures_what_the_model_computes(trained, prepared, tmp_path):
 
 
 def test_inspect_does_not_change_outputs_and_matches_fairseqs_attention(trained, prepared):
-    import torch
 
     from evo_fairseq.attention_capture import AttentionCapture
     from evo_fairseq.models import EATransformerModel
@@ -217,7 +216,6 @@ def test_inspect_does_not_change_outputs_and_matches_fairseqs_attention(trained,
 
 
 def test_inspect_plain_transformer_checkpoint(prepared, tmp_path):
-    import numpy as np
 
     save_dir = tmp_path / "plain"
     run([fairseq_cli("train"), prepared / "data-bin", "--arch", "transformer",

@@ -21,6 +21,10 @@ when there is one (with ``--fp16``). Writes ``DIR/benchmark.json`` and
     python -m evo_fairseq.benchmark scaling [--lengths 16 32 ... 512]
 
 times one EA attention layer against fairseq's MultiheadAttention.
+
+    python -m evo_fairseq.benchmark sweep DIR [--best]
+
+ranks the EA-only runs of a hyper-parameter sweep (one ``DIR/*/benchmark.json`` each).
 """
 
 import argparse
@@ -162,7 +166,7 @@ def benchmark_model(arch, seed, args, out_dir, device):
     else:  # bounded, so that an undertrained model is not timed on runaway output
         gen_args += ["--max-len-a", "1.2", "--max-len-b", "10"]
     if args.bpe_codes:
-        gen_args += ["--tokenizer", "moses", "--bpe", args.bpe, "--bpe-codes", args.bpe_codes]
+        gen_args += ["--tokenizer", "moses", "--moses-no-escape", "--bpe", args.bpe, "--bpe-codes", args.bpe_codes]
     else:
         gen_args += ["--remove-bpe"]
     gen_args += ["--fp16"] if device == "cuda" else ["--cpu"]
@@ -260,6 +264,9 @@ def main(argv=None):
     if argv[:1] == ["scaling"]:
         from evo_fairseq.benchmark_scaling import main as scaling_main
         return scaling_main(argv[1:])
+    if argv[:1] == ["sweep"]:
+        from evo_fairseq.benchmark_sweep import main as sweep_main
+        return sweep_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m evo_fairseq.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-bin", required=True)

@@ -44,6 +44,8 @@ def load_hub(args):
     if not os.path.isfile(args.path):
         raise SystemExit(f"error: --path {args.path!r} is not a checkpoint file")
     overrides = dict(tokenizer=args.tokenizer, bpe=args.bpe)
+    if args.tokenizer == "moses":  # our recipes never escape; some keep dashes whole
+        overrides.update(moses_no_escape=True, moses_no_dash_splits=args.moses_no_dash_splits)
     if args.bpe_codes:
         overrides["bpe_codes"] = args.bpe_codes
     if args.source_lang:
@@ -152,6 +154,8 @@ def main(argv=None):
     parser.add_argument("--source-lang", "-s")
     parser.add_argument("--target-lang", "-t")
     parser.add_argument("--tokenizer", default=None, help="e.g. moses (as given to fairseq)")
+    parser.add_argument("--moses-no-dash-splits", action="store_true",
+                        help="for data prepared with --no-dash-splits (IWSLT'14)")
     parser.add_argument("--bpe", default=None, help="subword_nmt or fastbpe")
     parser.add_argument("--bpe-codes")
     parser.add_argument("--beam", type=int, default=5)

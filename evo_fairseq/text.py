@@ -4,14 +4,19 @@
 # LICENSE file in the root directory of this source tree.
 """Text steps shared by the recipes: tokenise, clean, convert BPE codes.
 
-    python -m evo_fairseq.text tokenize --lang de [--lowercase] [--workers N] IN OUT [IN OUT ...]
+    python -m evo_fairseq.text tokenize --lang de [--lowercase] [--no-dash-splits]
+        [--normalize-punctuation] [--workers N] IN OUT [IN OUT ...]
     python -m evo_fairseq.text clean --src de --tgt en --min-len 1 --max-len 175 --ratio 1.5 IN_PREFIX OUT_PREFIX
     python -m evo_fairseq.text fastbpe-codes SUBWORD_NMT_CODES FASTBPE_CODES
     python -m evo_fairseq.text apply-fastbpe --codes FASTBPE_CODES IN OUT
 
-Tokenisation is Moses' (sacremoses, Python API), with the settings of fairseq's
-own ``--tokenizer moses`` (no escaping, aggressive dash splits), so text typed
-into ``fairseq-interactive --tokenizer moses`` is split as the training data was.
+Tokenisation is Moses' (sacremoses, Python API) without escaping and, unless
+``--no-dash-splits``, with aggressive dash splits; text typed into
+``fairseq-interactive --tokenizer moses --moses-no-escape`` (plus
+``--moses-no-dash-splits`` for data prepared with ``--no-dash-splits``) is split as
+the training data was. ``--lowercase`` lowercases after tokenising, as
+fairseq's recipes do; ``--normalize-punctuation`` first applies Moses'
+punctuation normalisation and removes non-printing characters (the WMT recipes).
 Input may be gzipped (``.gz``). Output is written to a temporary file and
 renamed when complete, so an interrupted step never leaves a complete-looking file.
 """
@@ -53,17 +58,21 @@ def atomic_output(path):
 _tokenizer = None
 
 
-def _init_tokenizer(lang, lowercase):
+def _init_tokenizer(lang, lowercase, dash_splits=True, normalize_punctuation=False):
     global _tokenizer
-    from sacremoses import MosesTokenizer
+    import regex
+    from sacremoses import MosesPunctNormalizer, MosesTokenizer
 
     moses = MosesTokenizer(lang=lang)
+    normalizer = MosesPunctNormalizer(lang=lang) if normalize_punctuation else None
+    non_printing = regex.compile(r"\p{C}")  # remove-non-printing-char.perl
 
     def tokenize(line):
         line = line.strip()
-        if lowercase:
-            line = line.lower()
-        return moses.tokenize(line, aggressive_dash_splits=True, return_str=True, escape=False)
+        if normalizer is not None:
+            line = non_printing.sub(" ", normalizer.normalize(line))
+        line = moses.tokenize(line, aggressive_dash_splits=dash_splits, return_str=True, escape=False)
+        return line.lower() if lowercase else line
 
     _tokenizer = tokenize
 
@@ -87,12 +96,13 @@ def tokenize(args):
     if len(args.files) % 2:
         raise SystemExit("error: tokenize takes pairs of files: IN OUT [IN OUT ...]")
     pool = None
+    tokenizer_options = (args.lang, args.lowercase, not args.no_dash_splits, args.normalize_punctuation)
     if args.workers > 1:
         pool = multiprocessing.Pool(
-            args.workers, initializer=_init_tokenizer, initargs=(args.lang, args.lowercase)
+            args.workers, initializer=_init_tokenizer, initargs=tokenizer_options
         )
     else:
-        _init_tokenizer(args.lang, args.lowercase)
+        _init_tokenizer(*tokenizer_options)
     try:
         for input, output in zip(args.files[::2], args.files[1::2]):
             done = 0
@@ -169,7 +179,10 @@ def main(argv=None):
 
     p = sub.add_parser("tokenize", help="Moses-tokenise one language's text")
     p.add_argument("--lang", "-l", required=True)
-    p.add_argument("--lowercase", action="store_true")
+    p.add_argument("--lowercase", action="store_true", help="lowercase after tokenising")
+    p.add_argument("--no-dash-splits", action="store_true", help="keep hyphenated words whole")
+    p.add_argument("--normalize-punctuation", action="store_true",
+                   help="Moses punctuation normalisation and non-printing character removal first")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("files", nargs="+", metavar="IN OUT")

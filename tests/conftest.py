@@ -130,3 +130,8 @@ def tiny_data_bin(tiny_corpus, tmp_path_factory):
          "--workers", "1"])
     return dest
 
+
+
+def multi30k_lines(split, lang, n):
+    """The first n raw sentences of a bundled Multi30k split (train, val, test_2016_flickr)."""
+    return read_gz(DATA / f"{split}.{lang}.gz", n)

@@ -109,13 +109,15 @@ def test_interactive_with_moses_and_bpe(trained, prepared, bpe):
     proc = run([fairseq_cli("interactive"), prepared / "data-bin", *USER_DIR,
                 "--path", save_dir / "checkpoint_last.pt", "--source-lang", "de",
                 "--target-lang", "en", "--beam", "5", "--buffer-size", "2", "--batch-size", "2",
-                "--max-len-b", "20", "--tokenizer", "moses", "--bpe", bpe, "--bpe-codes", codes],
-               input="\n".join(SENTENCES) + "\n")
+                "--max-len-b", "20", "--tokenizer", "moses", "--moses-no-escape", "--bpe", bpe,
+                "--bpe-codes", codes],
+               input="\n".join(SENTENCES + ['Ein "Hund" läuft.']) + "\n")
     sources = re.findall(r"^S-\d+\t(.*)$", proc.stdout, re.M)
-    assert len(sources) == len(SENTENCES)
-    assert sources[0].startswith("Ein Hund l")  # moses split the final period
+    assert len(sources) == len(SENTENCES) + 1
+    assert sources[0].startswith("Ein Hund l")
+    assert '"' in sources[-1] and "&quot;" not in sources[-1]  # split as the training data was  # moses split the final period
     assert sources[0].replace("@@ ", "").endswith("Schnee .")
-    assert len(re.findall(r"^D-\d+\t", proc.stdout, re.M)) == len(SENTENCES)
+    assert len(re.findall(r"^D-\d+\t", proc.stdout, re.M)) == len(SENTENCES) + 1
 
 
 def test_hub_from_pretrained(trained, prepared):
@@ -125,7 +127,7 @@ def test_hub_from_pretrained(trained, prepared):
     hub = EATransformerModel.from_pretrained(
         str(save_dir), checkpoint_file="checkpoint_last.pt",
         data_name_or_path=str(prepared / "data-bin"),
-        tokenizer="moses", bpe="fastbpe", bpe_codes=str(prepared / "code.fastbpe"),
+        tokenizer="moses", moses_no_escape=True, bpe="fastbpe", bpe_codes=str(prepared / "code.fastbpe"),
     )
     hub.eval()
     assert type(hub.models[0]).__name__ == "EATransformerModel"

@@ -52,7 +52,7 @@ fairseq-train "$PREP/data-bin" --user-dir "$ROOT/evo_fairseq" --arch "$ARCH" "${
 echo "==> [3/4] translating test2016 (beam 5)"
 fairseq-generate "$PREP/data-bin" --user-dir "$ROOT/evo_fairseq" -s de -t en \
   --path "$SAVE/checkpoint_last.pt" --gen-subset test --beam 5 --batch-size 128 \
-  --tokenizer moses --bpe subword_nmt --bpe-codes "$PREP/code" \
+  --tokenizer moses --moses-no-escape --bpe subword_nmt --bpe-codes "$PREP/code" \
   > "$RESULTS/generate.txt" 2> "$RESULTS/generate.log"
 grep '^D-' "$RESULTS/generate.txt" | sed 's/^D-//' | sort -n -k1,1 | cut -f3 > "$RESULTS/hyp.en"
 gunzip -c "$DATA/test_2016_flickr.en.gz" > "$RESULTS/ref.en"

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Quality benchmark on the bundled Multi30k De-En, in two steps:
+#   sweep    six settings of --ea-alpha/--ea-beta/--ea-kernel-size, EA only, scored on the
+#            validation set (detokenised sacreBLEU on val, then validation loss)
+#   quality  fairseq's transformer against ea_transformer at the same number of updates,
+#            one harness run per seed, BLEU on test2016
+# Both use the main job's model and optimiser (examples/multi30k/run.sh) through
+# python -m evo_fairseq.benchmark; each run writes its own benchmark.json/.md.
+#
+# Usage: bash examples/multi30k/benchmark.sh {sweep|quality|all} [WORK_DIR]   (default: work/multi30k)
+#   SWEEP_UPDATES=200 QUALITY_UPDATES=300 SEEDS="1 2 3" EA_ARGS="--ea-alpha 0.5"
+#   ("all" runs the sweep, then the quality runs with the sweep's best setting)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/_env.sh"
+
+usage() { echo "usage: bash examples/multi30k/benchmark.sh {sweep|quality|all} [WORK_DIR]" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+STEP=$1
+WORK=${2:-$ROOT/work/multi30k}
+SWEEP_UPDATES=${SWEEP_UPDATES:-200}
+QUALITY_UPDATES=${QUALITY_UPDATES:-300}
+SEEDS=${SEEDS:-1 2 3}
+EA_ARGS=${EA_ARGS:-}
+SWEEP_SETTINGS=("0.5 0.5 3" "0.5 0.1 3" "0.2 0.5 3" "0.8 0.5 3" "0.5 0.9 3" "0.5 0.5 5")
+DATA=$ROOT/examples/multi30k/data
+PREP=$WORK/prep
+BENCH=$WORK/benchmark
+MODEL_ARGS="--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256
+  --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4
+  --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before --share-all-embeddings"
+TRAIN_ARGS="--optimizer adam --adam-betas (0.9,0.98) --clip-norm 0.0 --lr 2e-3 --lr-scheduler inverse_sqrt
+  --warmup-updates 100 --dropout 0.1 --criterion label_smoothed_cross_entropy --label-smoothing 0.1
+  --max-tokens 4096"
+
+case "$STEP" in sweep|quality|all) ;; *)
+  echo "error: unknown step '$STEP' (allowed: sweep, quality, all)" >&2; usage ;;
+esac
+
+echo "==> preparing Multi30k De-En"
+bash "$ROOT/scripts/prepare-pair.sh" --src de --tgt en \
+  --train "$DATA/train" --valid "$DATA/val" --test "$DATA/test_2016_flickr" \
+  --bpe subword_nmt --bpe-merges 4000 --joined-dictionary --out "$PREP"
+mkdir -p "$BENCH/sweep" "$BENCH/quality"
+gunzip -c "$DATA/val.en.gz" > "$BENCH/val.en"
+gunzip -c "$DATA/test_2016_flickr.en.gz" > "$BENCH/test.en"
+
+harness() {
+  # shellcheck disable=SC2086
+  python -m evo_fairseq.benchmark --data-bin "$PREP/data-bin" --arch iwslt_de_en \
+    --model-args "$MODEL_ARGS" --train-args "$TRAIN_ARGS" --gen-batch-size 128 \
+    --bpe-codes "$PREP/code" "$@"
+}
+
+if [ "$STEP" != quality ]; then
+  for setting in "${SWEEP_SETTINGS[@]}"; do
+    read -r alpha beta kernel <<< "$setting"
+    out=$BENCH/sweep/a$alpha-b$beta-k$kernel
+    echo "==> sweep: alpha $alpha, beta $beta, kernel $kernel ($SWEEP_UPDATES updates, scored on valid)"
+    harness --sides ea --seeds 1 --max-update "$SWEEP_UPDATES" \
+      --ea-args "--ea-alpha $alpha --ea-beta $beta --ea-kernel-size $kernel" \
+      --gen-subset valid --reference "$BENCH/val.en" --out-dir "$out" > "$out.log" 2>&1 \
+      || { tail -20 "$out.log" >&2; exit 1; }
+  done
+  python -m evo_fairseq.benchmark sweep "$BENCH/sweep" | tee "$BENCH/sweep.md"
+  EA_ARGS=$(python -m evo_fairseq.benchmark sweep --best "$BENCH/sweep")
+fi
+
+if [ "$STEP" != sweep ]; then
+  for seed in $SEEDS; do
+    out=$BENCH/quality/seed$seed
+    echo "==> quality: seed $seed, $QUALITY_UPDATES updates, EA options: ${EA_ARGS:-defaults}"
+    harness --seeds "$seed" --max-update "$QUALITY_UPDATES" --ea-args "$EA_ARGS" \
+      --reference "$BENCH/test.en" --out-dir "$out" > "$out.log" 2>&1 \
+      || { tail -20 "$out.log" >&2; exit 1; }
+    grep -E "^\| (BLEU|validation loss)" "$out/benchmark.md"
+  done
+fi

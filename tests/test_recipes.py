@@ -1,0 +1,304 @@
+"""The dataset recipes, offline on small archives in the real formats; downloads against a
+local HTTP server; the generic recipe end to end (prepare -> train -> evaluate); the
+training recipes' batch arithmetic; 2-process distributed training on CPU."""
+
+import hashlib
+import http.server
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+from archives import IWSLT_TEST_SETS, build_iwslt14, build_wmt14
+from conftest import ROOT, fairseq_cli, multi30k_lines, run
+from evo_fairseq.corpora import Archive, CorpusError, fetch
+
+SCRIPTS = ROOT / "scripts"
+
+
+def lines(path):
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def test_iwslt14_recipe_offline(tmp_path):
+    offline = tmp_path / "offline"
+    _, talks, test = build_iwslt14(offline)
+    out = tmp_path / "iwslt14"
+    env = {"OFFLINE_DIR": str(offline), "BPE_MERGES": "300", "WORKERS": "2"}
+    run(["bash", SCRIPTS / "prepare-iwslt14.sh", out], env=env)
+
+    # raw text: talk metadata dropped, titles and descriptions kept as sentences (as fairseq does)
+    train_de = lines(out / "raw" / "train.de")
+    expected_de = [line for title, desc, sentences in talks["de"] for line in [title, desc, *sentences]]
+    assert train_de == expected_de
+    # test: the five sets in fairseq's order, the curly apostrophe made straight
+    test_en = lines(out / "raw" / "test.en")
+    assert test_en == ["It's a dog."] + test["en"][1:]
+    assert len(test_en) == 8 * len(IWSLT_TEST_SETS)
+
+    # tokenised, cleaned (1-175 tokens, ratio 1.5), lowercased; valid = every 23rd pair
+    clean = {lang: lines(out / "tok" / f"train.clean.{lang}") for lang in ("de", "en")}
+    for de, en in zip(clean["de"], clean["en"]):
+        nd, ne = len(de.split()), len(en.split())
+        assert 1 <= nd <= 175 and 1 <= ne <= 175 and max(nd / ne, ne / nd) <= 1.5
+    assert len(clean["de"]) < len(train_de)  # the ratio filter removed some pairs
+    for lang in ("de", "en"):
+        valid, train = lines(out / "tok" / f"valid.{lang}"), lines(out / "tok" / f"train.{lang}")
+        assert valid == clean[lang][22::23]
+        assert train == [line for i, line in enumerate(clean[lang], 1) if i % 23]
+        assert all(line == line.lower() for line in train + valid)
+    assert lines(out / "tok" / "test.en")[0] == "it 's a dog ."
+    # no dash splits (fairseq's IWSLT recipe tokenises without -a)
+    assert not any("@-@" in line for line in lines(out / "tok" / "train.full.en"))
+    env_file = (out / "prepare.env").read_text()
+    assert "--moses-no-dash-splits" in env_file and "LOWERCASE=1" in env_file
+    # separate dictionaries
+    assert (out / "data-bin" / "dict.de.txt").read_text() != (out / "data-bin" / "dict.en.txt").read_text()
+
+    again = run(["bash", SCRIPTS / "prepare-iwslt14.sh", out], env=env)
+    assert "already there, checked" in again.stderr and "already extracted" in again.stderr
+
+
+@pytest.mark.parametrize("tgt", ["de", "fr"])
+def test_wmt14_recipe_offline(tmp_path, tgt):
+    offline = tmp_path / "offline"
+    expected = build_wmt14(offline, tgt)
+    out = tmp_path / f"wmt14_en_{tgt}"
+    run(["bash", SCRIPTS / f"prepare-wmt14en2{tgt}.sh", out],
+        env={"OFFLINE_DIR": str(offline), "BPE_MERGES": "300", "WORKERS": "2"})
+
+    for split in ("train", "valid", "test"):  # every corpus, newstest2013, newstest2014 from SGM
+        for lang in ("en", tgt):
+            assert lines(out / "raw" / f"{split}.{lang}") == expected[split][lang], (split, lang)
+    first = lines(out / "tok" / f"train.{tgt}")[0]
+    assert first.startswith('" anführungszeichen "'.replace("a", "A", 1))  # punctuation normalised
+    assert "Bindestrich @-@ Wort" in first  # dash splits
+    # cleaned after BPE: 1-250 subwords, ratio <= 1.5
+    bpe_train = {lang: lines(out / "bpe" / f"train.{lang}") for lang in ("en", tgt)}
+    assert 0 < len(bpe_train["en"]) <= len(expected["train"]["en"])
+    for a, b in zip(bpe_train["en"], bpe_train[tgt]):
+        na, nb = len(a.split()), len(b.split())
+        assert 1 <= na <= 250 and 1 <= nb <= 250 and max(na / nb, nb / na) <= 1.5
+    assert len(lines(out / "bpe" / "valid.en")) == len(expected["valid"]["en"])  # valid not cleaned
+    # joined dictionary
+    assert (out / "data-bin" / "dict.en.txt").read_text() == (out / "data-bin" / f"dict.{tgt}.txt").read_text()
+
+
+def test_extract_names_a_missing_member(tmp_path):
+    import tarfile
+
+    offline = tmp_path / "offline"
+    path, _, _ = build_iwslt14(offline, n_train=40, n_test=2)
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()
+                   if "tst2012" not in m.name]
+    with tarfile.open(path, "w:gz") as tar:
+        import io
+        for member, data in members:
+            tar.addfile(member, io.BytesIO(data))
+    proc = subprocess.run([sys.executable, "-m", "evo_fairseq.corpora", "extract", "iwslt14-de-en",
+                           "--dir", offline, "--out", tmp_path / "raw"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "no member de-en/IWSLT14.TED.tst2012.de-en.de.xml" in proc.stderr
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "raw.tmp").exists()
+
+
+def test_offline_mode_names_the_missing_archive(tmp_path):
+    (tmp_path / "offline").mkdir()
+    proc = subprocess.run(["bash", SCRIPTS / "prepare-wmt14en2de.sh", tmp_path / "out"],
+                          env=dict(os.environ, OFFLINE_DIR=str(tmp_path / "offline")),
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "training-parallel-europarl-v7.tgz is missing" in proc.stderr
+    assert "http://statmt.org/wmt13/training-parallel-europarl-v7.tgz" in proc.stderr
+
+
+class RangeServer(http.server.ThreadingHTTPServer):
+    """Serves files from a dict {path: bytes} with HTTP range support; records the ranges asked."""
+
+    def __init__(self, files):
+        self.files, self.ranges = files, []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(handler):
+                data = self.files.get(handler.path)
+                if data is None:
+                    handler.send_error(404)
+                    return
+                start = 0
+                asked = handler.headers.get("Range")
+                self.ranges.append(asked)
+                if asked:
+                    start = int(re.match(r"bytes=(\d+)-", asked).group(1))
+                    handler.send_response(206)
+                    handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    handler.send_response(200)
+                handler.send_header("Content-Length", str(len(data) - start))
+                handler.end_headers()
+                handler.wfile.write(data[start:])
+
+            def log_message(handler, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+def test_download_resumes_checks_and_never_leaves_a_bad_file(tmp_path):
+    path, _, _ = build_iwslt14(tmp_path / "src", n_train=40, n_test=2)
+    data = path.read_bytes() if hasattr(path, "read_bytes") else open(path, "rb").read()
+    server = RangeServer({"/de-en.tgz": data, "/bad/de-en.tgz": data[: len(data) // 2]})
+    try:
+        dest = tmp_path / "orig"
+        dest.mkdir()
+        (dest / "de-en.tgz.part").write_bytes(data[:100])  # an interrupted download
+        archive = Archive(server.url("/de-en.tgz"), size=len(data),
+                          sha256=hashlib.sha256(data).hexdigest())
+        fetched = fetch(archive, str(dest))
+        assert open(fetched, "rb").read() == data and server.ranges == ["bytes=100-"]
+        assert not (dest / "de-en.tgz.part").exists()
+        fetch(archive, str(dest))  # already there: checked, not fetched again
+        assert len(server.ranges) == 1
+
+        bad_dir = tmp_path / "bad"
+        with pytest.raises(CorpusError, match="not a complete de-en.tgz archive"):
+            fetch(Archive(server.url("/bad/de-en.tgz")), str(bad_dir))
+        assert os.listdir(bad_dir) == []  # nothing half-written left
+        with pytest.raises(CorpusError, match="differs from the known"):
+            fetch(Archive(server.url("/de-en.tgz"), sha256="0" * 64), str(tmp_path / "sum"))
+        assert os.listdir(tmp_path / "sum") == []
+        with pytest.raises(CorpusError, match=r"download of .*/missing/de-en.tgz failed: .*404"):
+            fetch(Archive(server.url("/missing/de-en.tgz")), str(tmp_path / "missing"))
+    finally:
+        server.shutdown()
+
+
+def test_generic_recipe_end_to_end(tmp_path):
+    """prepare-pair.sh on a Multi30k slice (En->De) -> train-iwslt14.sh on CPU -> evaluate.sh."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for lang in ("en", "de"):
+        (raw / f"train.{lang}").write_text("\n".join(multi30k_lines("train", lang, 600)) + "\n")
+        (raw / f"valid.{lang}").write_text("\n".join(multi30k_lines("val", lang, 30)) + "\n")
+        (raw / f"test.{lang}").write_text("\n".join(multi30k_lines("test_2016_flickr", lang, 25)) + "\n")
+    prep, save = tmp_path / "prep", tmp_path / "checkpoints"
+    run(["bash", SCRIPTS / "prepare-pair.sh", "--src", "en", "--tgt", "de", "--train", raw / "train",
+         "--valid", raw / "valid", "--test", raw / "test", "--bpe", "fastbpe", "--bpe-merges", "500",
+         "--clean", "1,80,2.0", "--workers", "2", "--out", prep])
+    train = run(["bash", SCRIPTS / "train-iwslt14.sh", prep, save],
+                env={"NGPU": "0", "ARCH": "ea_transformer_tiny", "MAX_EPOCH": "3",
+                     "EXTRA_ARGS": "--lr 2e-3 --warmup-updates 5 --max-tokens 2048"})
+    assert "1 worker(s) x 4096 tokens x update-freq 1" in train.stdout
+    assert {"checkpoint1.pt", "checkpoint2.pt", "checkpoint3.pt"} <= set(os.listdir(save))
+
+    evaluation = run(["bash", SCRIPTS / "evaluate.sh", "--prep", prep, "--checkpoints", save,
+                      "--average", "2", "--cpu", "--batch-size", "16"])
+    out = evaluation.stdout
+    for title in ("tokenised BLEU", "compound-split BLEU", "detokenised sacreBLEU"):
+        assert re.search(rf"^{title} = \d+\.\d\d ", out, re.M), title
+    assert "nrefs:1|case:mixed|eff:no|tok:13a" in out
+    scores = json.loads((save / "eval" / "scores.json").read_text())
+    assert scores["sentences"] == 25
+    assert all(0 <= scores[k] <= 100 for k in ("tokenised_bleu", "compound_split_bleu", "sacrebleu"))
+    assert len(lines(save / "eval" / "hyp.detok")) == 25
+
+    # the averaged model is the mean of the last two epoch checkpoints
+    load = lambda name: torch.load(save / name, map_location="cpu")["model"]
+    averaged, c2, c3 = load("eval/averaged.pt"), load("checkpoint2.pt"), load("checkpoint3.pt")
+    name = "decoder.layers.1.self_attn.evolving.conv.weight"
+    assert name in averaged
+    for key in (name, "encoder.embed_tokens.weight"):
+        torch.testing.assert_close(averaged[key], (c2[key] + c3[key]) / 2)
+        assert not torch.equal(c2[key], c3[key])
+
+    # a lost sentence is an error, not a smaller test set
+    generated = (save / "eval" / "generate.txt").read_text().splitlines()
+    (tmp_path / "short.txt").write_text("\n".join(l for l in generated if not l.startswith("D-3\t")) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "evo_fairseq.score", "--generate-output", tmp_path / "short.txt",
+                           "--tok-ref", prep / "tok" / "test.de", "--raw-ref", raw / "test.de"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "24 hypotheses for 25 reference sentences (missing ids [3]" in proc.stderr
+
+    proc = subprocess.run(["bash", SCRIPTS / "evaluate.sh", "--prep", prep, "--checkpoints", save,
+                           "--average", "5"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "3 epoch checkpoints" in proc.stderr and "5 needed" in proc.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--valid-every", "23", "--valid", "x"], "give --valid or --valid-every, not both"),
+    (["--valid-every", "1"], "--valid-every must be an integer >= 2, got '1'"),
+    (["--valid-every", "23", "--clean", "1-175"], "--clean must be MIN,MAX,RATIO (e.g. 1,175,1.5), got '1-175'"),
+    (["--valid-every", "23", "--clean-after", "raw"], "--clean-after must be tok or bpe, got 'raw'"),
+])
+def test_prepare_pair_rejects_bad_options(tmp_path, argv, message):
+    proc = subprocess.run(["bash", SCRIPTS / "prepare-pair.sh", "--src", "de", "--tgt", "en",
+                           "--train", "t", "--test", "t", "--out", tmp_path, *argv],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and message in proc.stderr
+
+
+def dry_run(script, *args, **env):
+    proc = run(["bash", SCRIPTS / script, *args], env={"DRY_RUN": "1", **env})
+    return proc.stdout
+
+
+@pytest.mark.parametrize("gpus, max_tokens, update_freq", [("0", 3584, 128), ("8", 3584, 16), ("256", 1792, 1)])
+def test_wmt_recipe_keeps_the_published_batch(gpus, max_tokens, update_freq):
+    out = dry_run("train-wmt14en2de.sh", NGPU=gpus, ARCH="transformer_vaswani_wmt_en_de_big")
+    assert f"--max-tokens {max_tokens} --update-freq {update_freq}" in out
+    assert "--arch transformer_vaswani_wmt_en_de_big" in out and "--dropout 0.3" in out
+    assert ("--cpu --ddp-backend legacy_ddp" in out) == (gpus == "0")
+    assert ("--fp16" in out) == (gpus != "0")
+
+
+def test_recipes_multi_node_and_iwslt_batch():
+    out = dry_run("train-wmt14en2fr.sh", NGPU="8", NNODES="2", MASTER_ADDR="node0")
+    assert out.splitlines()[1].startswith("torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --master-addr node0")
+    assert "--max-tokens 3584 --update-freq 8" in out and "--dropout" not in out
+    assert "--arch ea_transformer_vaswani_wmt_en_fr_big" in out
+    out = dry_run("train-iwslt14.sh", NGPU="4")
+    assert "--max-tokens 1024 --update-freq 1" in out and "--arch ea_transformer_iwslt_de_en" in out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_worker_cpu_training_trains_one_model(tiny_data_bin, tmp_path):
+    """Real 2-process data-parallel training (gloo) of the EA model on CPU."""
+    save = tmp_path / "checkpoints"
+    port = free_port()
+    common = [sys.executable, ROOT / "tests" / "dist_train.py", tiny_data_bin, "--user-dir", ROOT / "evo_fairseq",
+              "--arch", "ea_transformer_tiny", "--cpu", "--max-update", "4", "--max-tokens", "400",
+              "--optimizer", "adam", "--lr", "1e-3", "--save-dir", save, "--no-epoch-checkpoints",
+              "--distributed-world-size", "2", "--distributed-init-method", f"tcp://127.0.0.1:{port}",
+              "--distributed-no-spawn", "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
+              "--log-format", "simple", "--seed", "3"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(ROOT / "tests"))
+    workers = [subprocess.Popen([str(c) for c in common + ["--distributed-rank", str(rank)]], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for rank in (0, 1)]
+    logs = [w.communicate(timeout=600)[0] for w in workers]
+    for rank, (worker, log) in enumerate(zip(workers, logs)):
+        assert worker.returncode == 0, log[-3000:]
+        assert f"distributed init (rank {rank})" in log
+    assert "num_updates 4" in logs[0]
+    rank0, rank1 = torch.load(save / "rank0.pt"), torch.load(save / "rank1.pt")
+    assert any(".evolving." in name for name in rank0)
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    saved = torch.load(save / "checkpoint_last.pt", map_location="cpu")["model"]
+    for name in rank0:
+        assert torch.equal(saved[name], rank0[name]), name

@@ -30,6 +30,7 @@ are written into ``RAW.tmp`` and renamed to RAW when all are complete.
 import argparse
 import gzip
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -166,6 +167,8 @@ def fetch(archive, dest_dir, offline_dir=None, timeout=60):
         if not os.path.isfile(source):
             raise CorpusError(f"offline mode: {source} is missing (download it from {archive.url})")
         check_archive(source, archive)
+        if os.path.lexists(dest + ".link"):
+            os.remove(dest + ".link")
         os.symlink(os.path.abspath(source), dest + ".link")
         os.replace(dest + ".link", dest)
         print(f"  {archive.name}: taken from {offline_dir}", file=sys.stderr)
@@ -209,17 +212,17 @@ SEG = re.compile(r'<seg id="[0-9]*">\s*')
 END_SEG = re.compile(r"\s*</seg>\s*")
 
 
-def seg_lines(text):
+def seg_lines(lines):
     """The ``<seg id=N>`` lines of an IWSLT XML or WMT SGM file, as fairseq's
     ``grep '<seg id' | sed`` takes them (no entity decoding, curly apostrophe -> ')."""
-    for line in text.splitlines():
+    for line in lines:
         if "<seg id" in line:
             yield END_SEG.sub("", SEG.sub("", line)).replace("\u2019", "'")
 
 
-def iwslt_train_lines(text):
+def iwslt_train_lines(lines):
     """train.tags lines without the talk metadata, as fairseq's recipe filters them."""
-    for line in text.splitlines():
+    for line in lines:
         if "<url>" in line or "<talkid>" in line or "<keywords>" in line:
             continue
         for tag in ("<title>", "</title>", "<description>", "</description>"):
@@ -238,15 +241,17 @@ class ArchiveReader:
         except (tarfile.TarError, EOFError, OSError) as error:
             raise CorpusError(f"{path}: cannot read the archive ({error})") from None
 
-    def read(self, name):
+    def lines(self, name):
+        """The member's lines, streamed (gzipped members decompressed), without newlines."""
         member = self.members.get(name)
         if member is None:
             raise CorpusError(f"{self.path}: no member {name} (the archive has {len(self.members)} "
                               f"files, e.g. {', '.join(sorted(self.members)[:5])})")
-        data = self.tar.extractfile(member).read()
+        stream = self.tar.extractfile(member)
         if name.endswith(".gz"):
-            data = gzip.decompress(data)
-        return data.decode("utf-8", errors="replace")
+            stream = gzip.GzipFile(fileobj=stream)
+        for line in io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n"):
+            yield line.rstrip("\n")
 
     def has(self, name):
         return name in self.members
@@ -277,9 +282,9 @@ def extract_iwslt14(dataset, orig, raw):
             lines = []
             for name in names:
                 if split == "train":
-                    lines += iwslt_train_lines(reader.read(f"{pair}/{name}.{lang}"))
+                    lines += iwslt_train_lines(reader.lines(f"{pair}/{name}.{lang}"))
                 else:
-                    lines += seg_lines(reader.read(f"{pair}/{name}.{lang}.xml"))
+                    lines += seg_lines(reader.lines(f"{pair}/{name}.{lang}.xml"))
             counts[lang] = _write(os.path.join(raw, f"{split}.{lang}"), lines)
         _check_parallel(raw, split, dataset.src, dataset.tgt, counts)
 
@@ -300,7 +305,7 @@ def extract_wmt14(dataset, orig, raw):
                 name = f"{prefix}.{lang}"
                 name = name if reader(archive).has(name) else name + ".gz"
                 per_corpus = 0
-                for line in reader(archive).read(name).splitlines():
+                for line in reader(archive).lines(name):
                     f.write(line + "\n")
                     per_corpus += 1
                 print(f"  train: {prefix}.{lang}: {per_corpus} lines", file=sys.stderr)
@@ -310,8 +315,8 @@ def extract_wmt14(dataset, orig, raw):
     for split, (archive, pattern) in (("valid", dataset.valid_sgm), ("test", dataset.test_sgm)):
         counts = {}
         for lang, role in ((dataset.src, "src"), (dataset.tgt, "ref")):
-            text = reader(archive).read(pattern.format(role=role, lang=lang))
-            counts[lang] = _write(os.path.join(raw, f"{split}.{lang}"), seg_lines(text))
+            lines = reader(archive).lines(pattern.format(role=role, lang=lang))
+            counts[lang] = _write(os.path.join(raw, f"{split}.{lang}"), seg_lines(lines))
         _check_parallel(raw, split, dataset.src, dataset.tgt, counts)
 
 

@@ -35,7 +35,7 @@ def open_text(path, mode="r"):
     if path == "-":
         return contextlib.nullcontext(sys.stdin if "r" in mode else sys.stdout)
     if path.endswith(".gz"):
-        return gzip.open(path, mode + "t", encoding="utf-8")
+        return gzip.open(path, mode + "t", encoding="utf-8", newline="\n")
     return open(path, mode, encoding="utf-8", newline="\n")
 
 
@@ -68,7 +68,7 @@ def _init_tokenizer(lang, lowercase, dash_splits=True, normalize_punctuation=Fal
     non_printing = regex.compile(r"\p{C}")  # remove-non-printing-char.perl
 
     def tokenize(line):
-        line = line.strip()
+        line = " ".join(line.split())  # also any \r or Unicode line separator inside the line
         if normalizer is not None:
             line = non_printing.sub(" ", normalizer.normalize(line))
         line = moses.tokenize(line, aggressive_dash_splits=dash_splits, return_str=True, escape=False)

@@ -2,6 +2,8 @@
 
 import json
 import math
+import re
+import subprocess
 import sys
 
 from conftest import run
@@ -51,3 +53,28 @@ def test_scaling_table(tmp_path):
         assert all(v > 0 for v in values)
         memory_plain, memory_ea = values[4], values[5]
         assert memory_ea > memory_plain  # EA keeps its maps for the backward pass
+
+
+def test_sweep_ranks_ea_runs_scored_on_valid(tiny_data_bin, tmp_path):
+    sweep = tmp_path / "sweep"
+    settings = ["--ea-alpha 0.5 --ea-beta 0.5 --ea-kernel-size 3", "--ea-alpha 0.2 --ea-beta 0.9 --ea-kernel-size 5"]
+    for i, ea_args in enumerate(settings):
+        run([sys.executable, "-m", "evo_fairseq.benchmark", "--data-bin", tiny_data_bin, "--arch", "tiny",
+             "--sides", "ea", "--ea-args", ea_args, "--max-update", "8", "--timing-warmup", "2",
+             "--gen-subset", "valid", "--gen-batch-size", "16", "--cpu", "--out-dir", sweep / f"s{i}"])
+    table = run([sys.executable, "-m", "evo_fairseq.benchmark", "sweep", sweep]).stdout
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if re.match(r"\| \d ", line)]
+    assert [r[0].strip() for r in rows] == ["1", "2"]
+    assert sorted(r[1].strip(" `") for r in rows) == sorted(settings)
+    ranked = [(-float(r[2]), float(r[3])) for r in rows]  # BLEU down, then valid loss up
+    assert ranked == sorted(ranked)
+    best = run([sys.executable, "-m", "evo_fairseq.benchmark", "sweep", sweep, "--best"]).stdout.strip()
+    assert best == rows[0][1].strip(" `")
+
+    report = json.loads((sweep / "s0" / "benchmark.json").read_text())
+    report["settings"]["gen_subset"] = "test"
+    (sweep / "s2").mkdir()
+    (sweep / "s2" / "benchmark.json").write_text(json.dumps(report))
+    proc = subprocess.run([sys.executable, "-m", "evo_fairseq.benchmark", "sweep", sweep],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "scored on the validation set only" in proc.stderr

@@ -302,3 +302,17 @@ def test_two_worker_cpu_training_trains_one_model(tiny_data_bin, tmp_path):
     saved = torch.load(save / "checkpoint_last.pt", map_location="cpu")["model"]
     for name in rank0:
         assert torch.equal(saved[name], rank0[name]), name
+
+
+def test_tokenize_keeps_one_line_per_sentence(tmp_path):
+    """A carriage return or Unicode line separator inside a sentence must not split it:
+    fairseq-preprocess would then misalign the two sides."""
+    import gzip
+
+    raw = tmp_path / "in.de.gz"
+    with gzip.open(raw, "wt", encoding="utf-8", newline="\n") as f:
+        f.write("Zeile mit\rWagenrücklauf.\nZweite\u2028Zeile.\nDritte Zeile.\n")
+    out = tmp_path / "out.de"
+    run([sys.executable, "-m", "evo_fairseq.text", "tokenize", "-l", "de", "--workers", "1", raw, out])
+    assert out.read_bytes().decode("utf-8").split("\n") == [
+        "Zeile mit Wagenrücklauf .", "Zweite Zeile .", "Dritte Zeile .", ""]

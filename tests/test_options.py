@@ -37,7 +37,7 @@ def test_invalid_values_are_rejected_at_parse_time(dict_dir, capsys, option, val
 @pytest.mark.parametrize(
     "values,expected",
     [
-        ([], dict(alpha=0.5, beta=0.5, kernel_size=3, activation="relu")),
+        ([], dict(alpha=0.8, beta=0.5, kernel_size=3, activation="relu")),
         (["--ea-alpha", "0.2", "--ea-beta", "0.7", "--ea-kernel-size", "5",
           "--ea-activation", "gelu"], dict(alpha=0.2, beta=0.7, kernel_size=5, activation="gelu")),
     ],
@@ -96,5 +96,5 @@ def test_architectures_mirror_fairseq_sizes(dict_dir):
         ARCH_CONFIG_REGISTRY[f"ea_transformer_{name}"](ea)
         ea_only = {k: v for k, v in vars(ea).items() if k.startswith("ea_")}
         assert {k: v for k, v in vars(ea).items() if not k.startswith("ea_")} == vars(plain), name
-        assert ea_only == {"ea_alpha": 0.5, "ea_beta": 0.5, "ea_kernel_size": 3,
+        assert ea_only == {"ea_alpha": 0.8, "ea_beta": 0.5, "ea_kernel_size": 3,
                            "ea_activation": "relu", "ea_stacks": "encoder,decoder,cross"}

@@ -94,7 +94,8 @@ def parse_stacks(value) -> Tuple[str, ...]:
 
 @dataclass
 class EvolvingAttentionConfig:
-    alpha: float = 0.5
+    # defaults chosen by the validation-set sweep in docs/benchmarks.md
+    alpha: float = 0.8
     beta: float = 0.5
     kernel_size: int = 3
     activation: str = "relu"
@@ -181,7 +182,7 @@ class EvolvingAttention(nn.Module):
     def __init__(
         self,
         num_heads: int,
-        alpha: float = 0.5,
+        alpha: float = 0.8,
         beta: float = 0.5,
         kernel_size: int = 3,
         activation: str = "relu",

@@ -8,7 +8,7 @@
 # python -m evo_fairseq.benchmark; each run writes its own benchmark.json/.md.
 #
 # Usage: bash examples/multi30k/benchmark.sh {sweep|quality|all} [WORK_DIR]   (default: work/multi30k)
-#   SWEEP_UPDATES=200 QUALITY_UPDATES=300 SEEDS="1 2 3" EA_ARGS="--ea-alpha 0.5"
+#   SWEEP_UPDATES=200 QUALITY_UPDATES=300 SEEDS="1 2 3" EA_ARGS="--ea-alpha 0.8"
 #   ("all" runs the sweep, then the quality runs with the sweep's best setting)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/_env.sh"

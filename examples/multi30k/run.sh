@@ -4,7 +4,7 @@
 #
 # Usage: bash examples/multi30k/run.sh [WORK_DIR]        (default: work/multi30k)
 #   ARCH=transformer bash examples/multi30k/run.sh       fairseq's transformer, same settings
-#   MAX_UPDATE=400 MAX_HOURS=0.15 SEED=1 EA_ARGS="--ea-alpha 0.5"
+#   MAX_UPDATE=400 MAX_HOURS=0.15 SEED=1 EA_ARGS="--ea-alpha 0.8"
 #                                                        other knobs; training stops at
 #                                                        MAX_UPDATE or after MAX_HOURS
 #

@@ -147,6 +147,26 @@ def check_archive(path, archive, expected_length=None):
         raise CorpusError(f"{path}: not a complete {archive.name} archive ({error})") from None
 
 
+def _stamp(dest):
+    """Where the size and mtime of ``dest`` are kept once it has passed check_archive."""
+    return os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.checked")
+
+
+def _identity(path):
+    stat = os.stat(path)  # of the target, for an offline link
+    return f"{stat.st_size} {stat.st_mtime_ns}\n"
+
+
+def check_once(path, archive, stamp):
+    """check_archive, skipped when ``path`` is unchanged since it last passed (the
+    ``stamp`` file says so): a rerun should not decompress gigabytes of WMT archives again."""
+    if os.path.exists(stamp) and open(stamp).read() == _identity(path):
+        return
+    check_archive(path, archive)
+    with open(stamp, "w") as f:
+        f.write(_identity(path))
+
+
 def _progress(name, done, total):
     if total:
         print(f"\r  {name}: {done / 2**20:.1f} of {total / 2**20:.1f} MiB", end="", file=sys.stderr)
@@ -159,14 +179,14 @@ def fetch(archive, dest_dir, offline_dir=None, timeout=60):
     os.makedirs(dest_dir, exist_ok=True)
     dest = os.path.join(dest_dir, archive.name)
     if os.path.exists(dest):
-        check_archive(dest, archive)
+        check_once(dest, archive, _stamp(dest))
         print(f"  {archive.name}: already there, checked", file=sys.stderr)
         return dest
     if offline_dir:
         source = os.path.join(offline_dir, archive.name)
         if not os.path.isfile(source):
             raise CorpusError(f"offline mode: {source} is missing (download it from {archive.url})")
-        check_archive(source, archive)
+        check_once(source, archive, _stamp(dest))
         if os.path.lexists(dest + ".link"):
             os.remove(dest + ".link")
         os.symlink(os.path.abspath(source), dest + ".link")
@@ -203,6 +223,8 @@ def fetch(archive, dest_dir, offline_dir=None, timeout=60):
         os.remove(part)
         raise
     os.replace(part, dest)
+    with open(_stamp(dest), "w") as f:  # checked: a rerun need not read it again
+        f.write(_identity(dest))
     return dest
 
 
@@ -261,12 +283,12 @@ def _write(path, lines):
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         n = 0
         for line in lines:
-            f.write(line.rstrip("\r\n").replace("\n", " ") + "\n")
+            f.write(line.rstrip("\r") + "\n")
             n += 1
     return n
 
 
-def _check_parallel(raw, split, src, tgt, counts):
+def _check_parallel(split, src, tgt, counts):
     if counts[src] != counts[tgt]:
         raise CorpusError(f"{split}: {counts[src]} {src} lines but {counts[tgt]} {tgt} lines")
     print(f"  {split}: {counts[src]} sentence pairs", file=sys.stderr)
@@ -286,7 +308,7 @@ def extract_iwslt14(dataset, orig, raw):
                 else:
                     lines += seg_lines(reader.lines(f"{pair}/{name}.{lang}.xml"))
             counts[lang] = _write(os.path.join(raw, f"{split}.{lang}"), lines)
-        _check_parallel(raw, split, dataset.src, dataset.tgt, counts)
+        _check_parallel(split, dataset.src, dataset.tgt, counts)
 
 
 def extract_wmt14(dataset, orig, raw):
@@ -311,13 +333,13 @@ def extract_wmt14(dataset, orig, raw):
                 print(f"  train: {prefix}.{lang}: {per_corpus} lines", file=sys.stderr)
                 n += per_corpus
             counts[lang] = n
-    _check_parallel(raw, "train", dataset.src, dataset.tgt, counts)
+    _check_parallel("train", dataset.src, dataset.tgt, counts)
     for split, (archive, pattern) in (("valid", dataset.valid_sgm), ("test", dataset.test_sgm)):
         counts = {}
         for lang, role in ((dataset.src, "src"), (dataset.tgt, "ref")):
             lines = reader(archive).lines(pattern.format(role=role, lang=lang))
             counts[lang] = _write(os.path.join(raw, f"{split}.{lang}"), seg_lines(lines))
-        _check_parallel(raw, split, dataset.src, dataset.tgt, counts)
+        _check_parallel(split, dataset.src, dataset.tgt, counts)
 
 
 def extract(name, orig, raw):

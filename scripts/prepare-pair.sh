@@ -80,6 +80,13 @@ find_text() {
   else die "missing input: neither $1.$2 nor $1.$2.gz exists"; fi
 }
 
+# clean_train IN_PREFIX OUT_PREFIX UNIT: the --clean length and ratio filter of a training pair
+clean_train() {
+  echo "==> cleaning training data: $CLEAN_MIN-$CLEAN_MAX $3, length ratio <= $CLEAN_RATIO"
+  python -m evo_fairseq.text clean --src "$SRC" --tgt "$TGT" --min-len "$CLEAN_MIN" \
+    --max-len "$CLEAN_MAX" --ratio "$CLEAN_RATIO" "$1" "$2"
+}
+
 SPLITS=(train test); [ -n "$VALID" ] && SPLITS=(train valid test)
 # the training text before cleaning and the valid split, when either changes it
 TRAIN_TOK=train
@@ -103,9 +110,7 @@ done
 if [ "$TRAIN_TOK" != train ] && { [ ! -s "$OUT/tok/train.$SRC" ] || [ ! -s "$OUT/tok/train.$TGT" ]; }; then
   source=$OUT/tok/train.full
   if [ -n "$CLEAN" ] && [ "$CLEAN_AFTER" = tok ]; then
-    echo "==> cleaning training data: $CLEAN_MIN-$CLEAN_MAX tokens, length ratio <= $CLEAN_RATIO"
-    python -m evo_fairseq.text clean --src "$SRC" --tgt "$TGT" --min-len "$CLEAN_MIN" \
-      --max-len "$CLEAN_MAX" --ratio "$CLEAN_RATIO" "$source" "$OUT/tok/train.clean"
+    clean_train "$source" "$OUT/tok/train.clean" tokens
     source=$OUT/tok/train.clean
   fi
   for lang in "$SRC" "$TGT"; do
@@ -156,9 +161,7 @@ for split in train valid test; do
 done
 
 if [ "$TRAIN_BPE" != train ] && { [ ! -s "$OUT/bpe/train.$SRC" ] || [ ! -s "$OUT/bpe/train.$TGT" ]; }; then
-  echo "==> cleaning training data: $CLEAN_MIN-$CLEAN_MAX subwords, length ratio <= $CLEAN_RATIO"
-  python -m evo_fairseq.text clean --src "$SRC" --tgt "$TGT" --min-len "$CLEAN_MIN" \
-    --max-len "$CLEAN_MAX" --ratio "$CLEAN_RATIO" "$OUT/bpe/train.full" "$OUT/bpe/train.clean"
+  clean_train "$OUT/bpe/train.full" "$OUT/bpe/train.clean" subwords
   for lang in "$SRC" "$TGT"; do mv "$OUT/bpe/train.clean.$lang" "$OUT/bpe/train.$lang"; done
 fi
 
@@ -175,11 +178,12 @@ fi
 
 # what scripts/evaluate.sh needs to score this data: the raw test reference,
 # and the options that make fairseq's moses tokenizer match the training data
+abs_path() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 {
   printf 'SRC=%q\nTGT=%q\nBPE=%q\nCODES=%q\nLOWERCASE=%q\n' "$SRC" "$TGT" "$BPE" \
-    "$(cd "$(dirname "$CODES")" && pwd)/$(basename "$CODES")" "${LOWERCASE:+1}"
+    "$(abs_path "$CODES")" "${LOWERCASE:+1}"
   printf 'MOSES_ARGS=%q\n' "--moses-no-escape${NO_DASH_SPLITS:+ --moses-no-dash-splits}"
-  printf 'RAW_TEST_REF=%q\n' "$(cd "$(dirname "$(find_text "$TEST" "$TGT")")" && pwd)/$(basename "$(find_text "$TEST" "$TGT")")"
+  printf 'RAW_TEST_REF=%q\n' "$(abs_path "$(find_text "$TEST" "$TGT")")"
 } > "$OUT/prepare.env.tmp"
 mv "$OUT/prepare.env.tmp" "$OUT/prepare.env"
 echo "==> prepared: $OUT/data-bin (BPE codes for --bpe $BPE: $CODES)"

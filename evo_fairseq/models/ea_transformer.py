@@ -17,7 +17,6 @@ import logging
 from fairseq.distributed import fsdp_wrap
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import (
-    TransformerConfig,
     TransformerDecoderBase,
     TransformerEncoderBase,
     TransformerModel,
@@ -36,15 +35,17 @@ from fairseq.modules.transformer_layer import (
 )
 
 from evo_fairseq.modules import (
-    ACTIVATIONS,
-    STACKS,
     AttentionChain,
     EvolvingAttentionConfig,
     EvolvingMultiheadAttention,
 )
 from evo_fairseq.modules import evolving_attention
 
+from .ea_transformer_config import EATransformerConfig, ea_field_names
+
 logger = logging.getLogger(__name__)
+
+_RAMP_STEP = ".evolving.ramp_step"
 
 
 def _argparse_type(parse):
@@ -236,32 +237,29 @@ class EATransformerDecoder(TransformerDecoderBase):
                 chain.close()
 
 
+# argparse types that validate each ``--ea-*`` value and keep the validator's message
+_EA_ARG_TYPES = {
+    "ea_alpha": ("A", evolving_attention.parse_alpha),
+    "ea_beta": ("B", evolving_attention.parse_beta),
+    "ea_kernel_size": ("K", evolving_attention.parse_kernel_size),
+    "ea_activation": ("ACT", evolving_attention.parse_activation),
+    "ea_stacks": ("STACKS", evolving_attention.parse_stacks),
+    "ea_ramp_updates": ("N", evolving_attention.parse_ramp_updates),
+}
+
+
 def add_evolving_attention_args(parser):
-    """The ``--ea-*`` options (defaults come from the architecture)."""
-    default = EvolvingAttentionConfig()
-    # fmt: off
-    parser.add_argument("--ea-alpha", type=_argparse_type(evolving_attention.parse_alpha),
-                        metavar="A",
-                        help="evolving attention: weight of the previous layer's attention map "
-                             f"in [0, 1] (default {default.alpha})")
-    parser.add_argument("--ea-beta", type=_argparse_type(evolving_attention.parse_beta),
-                        metavar="B",
-                        help="evolving attention: weight of the convolution branch in [0, 1] "
-                             f"(default {default.beta})")
-    parser.add_argument("--ea-kernel-size", type=_argparse_type(evolving_attention.parse_kernel_size),
-                        metavar="K",
-                        help="evolving attention: size of the KxK convolution over attention maps, "
-                             f"a positive odd integer (default {default.kernel_size})")
-    parser.add_argument("--ea-activation", type=_argparse_type(evolving_attention.parse_activation),
-                        metavar="ACT",
-                        help="evolving attention: activation after the convolution, one of "
-                             f"{', '.join(ACTIVATIONS)} (default {default.activation})")
-    parser.add_argument("--ea-stacks", type=_argparse_type(evolving_attention.parse_stacks),
-                        metavar="STACKS",
-                        help="evolving attention: comma-separated attention stacks that evolve, "
-                             f"from {','.join(STACKS)}; 'none' gives fairseq's transformer "
-                             f"(default {','.join(default.stacks)})")
-    # fmt: on
+    """The ``--ea-*`` options, from :class:`EATransformerConfig`'s fields (defaults
+    come from the architecture, as for fairseq's own options)."""
+    for name in ea_field_names():
+        fld = EATransformerConfig.__dataclass_fields__[name]
+        metavar, parse = _EA_ARG_TYPES[name]
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=_argparse_type(parse),
+            metavar=metavar,
+            help=f"{fld.metadata['help']} (default {fld.default})",
+        )
 
 
 @register_model("ea_transformer")
@@ -279,20 +277,20 @@ class EATransformerModel(TransformerModel):
 
     @classmethod
     def build_model(cls, args, task):
+        """Build from a Namespace (fairseq-train, checkpoints) or a DictConfig
+        (fairseq-hydra-train): both become one :class:`EATransformerConfig`,
+        which validates the ``ea_*`` values and is what every layer is built from."""
         ea_base_architecture(args)
-        # validates the --ea-* values, also where they did not come through argparse
-        ea_cfg = EvolvingAttentionConfig.from_args(args)
-        args.ea_stacks = ",".join(ea_cfg.stacks) or "none"
-        return super().build_model(args, task)
+        return super().build_model(EATransformerConfig.from_namespace(args), task)
 
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens):
-        return EATransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
+        return EATransformerEncoder(EATransformerConfig.from_namespace(args), src_dict, embed_tokens)
 
     @classmethod
     def build_decoder(cls, args, tgt_dict, embed_tokens):
         return EATransformerDecoder(
-            TransformerConfig.from_namespace(args),
+            EATransformerConfig.from_namespace(args),
             tgt_dict,
             embed_tokens,
             no_encoder_attn=args.no_cross_attention,
@@ -301,9 +299,12 @@ class EATransformerModel(TransformerModel):
     def upgrade_state_dict_named(self, state_dict, name):
         """Let a plain transformer checkpoint initialise this model (warm start).
 
-        A checkpoint without any evolving-attention parameters gets this
-        model's freshly initialised convolutions; a checkpoint that has some
-        must have them all (fairseq's strict loading says which are missing).
+        A checkpoint without any evolving-attention convolutions gets this
+        model's freshly initialised ones; a checkpoint that has some must have
+        them all (fairseq's strict loading says which are missing). The ramp's
+        update counters (``*.evolving.ramp_step``) follow this model's
+        ``--ea-ramp-updates``: missing ones start from this model's, and those
+        of a ramp this model does not have are dropped.
         """
         super().upgrade_state_dict_named(state_dict, name)
         prefix = name + "." if name else ""
@@ -312,24 +313,27 @@ class EATransformerModel(TransformerModel):
             for key, value in self.state_dict().items()
             if ".evolving." in key
         }
-        if own and not any(".evolving." in key for key in state_dict):
+        if own and not any(".evolving.conv." in key for key in state_dict):
             logger.info(
                 "checkpoint has no evolving-attention parameters: starting %d "
                 "convolution tensors from their initialisation (warm start)",
-                len(own),
+                sum(".evolving.conv." in key for key in own),
             )
             state_dict.update(own)
+        for key in [k for k in state_dict if k.startswith(prefix) and k.endswith(_RAMP_STEP)]:
+            if key not in own:
+                del state_dict[key]
+        for key, value in own.items():
+            if key.endswith(_RAMP_STEP) and key not in state_dict:
+                state_dict[key] = value
 
 
 @register_model_architecture("ea_transformer", "ea_transformer")
 def ea_base_architecture(args):
     base_architecture(args)
-    default = EvolvingAttentionConfig()
-    args.ea_alpha = getattr(args, "ea_alpha", default.alpha)
-    args.ea_beta = getattr(args, "ea_beta", default.beta)
-    args.ea_kernel_size = getattr(args, "ea_kernel_size", default.kernel_size)
-    args.ea_activation = getattr(args, "ea_activation", default.activation)
-    args.ea_stacks = getattr(args, "ea_stacks", ",".join(default.stacks))
+    for name in ea_field_names():
+        if getattr(args, name, None) is None:
+            setattr(args, name, EATransformerConfig.__dataclass_fields__[name].default)
 
 
 def _ea_architecture(name, transformer_architecture):

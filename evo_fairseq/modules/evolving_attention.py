@@ -75,6 +75,21 @@ def parse_activation(value) -> str:
     return value
 
 
+def parse_ramp_updates(value) -> int:
+    """``--ea-ramp-updates``: a non-negative integer number of updates."""
+    try:
+        ramp_updates = int(str(value))
+    except ValueError:
+        raise ValueError(
+            f"--ea-ramp-updates must be a non-negative integer (updates; 0 = no ramp), got {value!r}"
+        )
+    if ramp_updates < 0:
+        raise ValueError(
+            f"--ea-ramp-updates must be a non-negative integer (updates; 0 = no ramp), got {ramp_updates}"
+        )
+    return ramp_updates
+
+
 def parse_stacks(value) -> Tuple[str, ...]:
     """``--ea-stacks``: comma-separated subset of encoder,decoder,cross, or none."""
     if isinstance(value, (tuple, list)):  # already parsed
@@ -100,6 +115,7 @@ class EvolvingAttentionConfig:
     kernel_size: int = 3
     activation: str = "relu"
     stacks: Tuple[str, ...] = STACKS
+    ramp_updates: int = 0
 
     @classmethod
     def from_args(cls, args) -> "EvolvingAttentionConfig":
@@ -111,6 +127,9 @@ class EvolvingAttentionConfig:
             kernel_size=parse_kernel_size(getattr(args, "ea_kernel_size", default.kernel_size)),
             activation=parse_activation(getattr(args, "ea_activation", default.activation)),
             stacks=parse_stacks(getattr(args, "ea_stacks", default.stacks)),
+            ramp_updates=parse_ramp_updates(
+                getattr(args, "ea_ramp_updates", default.ramp_updates)
+            ),
         )
 
 
@@ -158,6 +177,7 @@ class AttentionChain:
             kernel_size=cfg.kernel_size,
             activation=cfg.activation,
             causal=self.causal,
+            ramp_updates=cfg.ramp_updates,
         )
 
     def open(self, query_padding_mask: Optional[Tensor]):
@@ -177,6 +197,11 @@ class EvolvingAttention(nn.Module):
         num_heads: H, the convolution's input and output channels.
         causal: causal along the query (target) axis, for decoder self- and
             cross-attention; centred otherwise. Along the key axis it is centred.
+        ramp_updates: N > 0 scales alpha and beta by ``r = min(u, N) / N`` at
+            training update u (fairseq's ``set_num_updates``), so the layer
+            starts as fairseq's attention (r = 0). The update count reached is
+            kept in the buffer ``ramp_step``, so a checkpoint evaluates with
+            the alpha and beta its last update trained with.
     """
 
     def __init__(
@@ -187,6 +212,7 @@ class EvolvingAttention(nn.Module):
         kernel_size: int = 3,
         activation: str = "relu",
         causal: bool = False,
+        ramp_updates: int = 0,
     ):
         super().__init__()
         self.alpha = parse_alpha(alpha)
@@ -196,6 +222,32 @@ class EvolvingAttention(nn.Module):
         self.activation_fn = ACTIVATIONS[self.activation]
         self.causal = causal
         self.conv = nn.Conv2d(num_heads, num_heads, self.kernel_size)
+        self.ramp_updates = parse_ramp_updates(ramp_updates)
+        # r as a Python float, so that no forward pass reads a device tensor
+        self.ramp = 1.0
+        if self.ramp_updates > 0:
+            self.register_buffer("ramp_step", torch.zeros((), dtype=torch.long))
+            self.ramp = 0.0
+
+    @property
+    def effective_alpha(self) -> float:
+        return self.alpha * self.ramp
+
+    @property
+    def effective_beta(self) -> float:
+        return self.beta * self.ramp
+
+    def set_num_updates(self, num_updates: int):
+        """fairseq calls this before every training update with the updates done so far."""
+        if self.ramp_updates > 0:
+            step = min(max(int(num_updates), 0), self.ramp_updates)
+            self.ramp_step.fill_(step)
+            self.ramp = step / self.ramp_updates
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.ramp_updates > 0:
+            self.ramp = min(int(self.ramp_step), self.ramp_updates) / self.ramp_updates
 
     @property
     def num_history_rows(self) -> int:
@@ -226,7 +278,7 @@ class EvolvingAttention(nn.Module):
             ``prev_mixed_rows`` was given, the k - 1 newest mixed rows to keep
             for the next step (else None).
         """
-        mixed = torch.lerp(attn_logits, prev_attn_logits.to(attn_logits), self.alpha)
+        mixed = torch.lerp(attn_logits, prev_attn_logits.to(attn_logits), self.effective_alpha)
         # only the convolution's input is zeroed: blocked cells of the residual
         # branch are masked (columns) or ignored (padded rows) by the caller
         conv_in = mixed if blocked is None else mixed.masked_fill(blocked, 0.0)
@@ -246,11 +298,14 @@ class EvolvingAttention(nn.Module):
             padded = F.pad(conv_in, (half, half, half, half))
 
         conv_out = self.activation_fn(self.conv(padded))
-        attn_logits_out = torch.lerp(mixed, conv_out, self.beta)
+        attn_logits_out = torch.lerp(mixed, conv_out, self.effective_beta)
         return attn_logits_out, mixed, conv_out, mixed_rows
 
     def extra_repr(self) -> str:
+        ramp = ""
+        if self.ramp_updates > 0:
+            ramp = f", ramp_updates={self.ramp_updates}, ramp={self.ramp:g}"
         return (
             f"alpha={self.alpha}, beta={self.beta}, kernel_size={self.kernel_size}, "
-            f"activation={self.activation}, causal={self.causal}"
+            f"activation={self.activation}, causal={self.causal}{ramp}"
         )

@@ -4,16 +4,22 @@
 #            validation set (detokenised sacreBLEU on val, then validation loss)
 #   quality  fairseq's transformer against ea_transformer at the same number of updates,
 #            one harness run per seed, BLEU on test2016
+#   warmstart  a plain transformer trained P updates, fine-tuned K more as (a) plain, (b) EA
+#            without a ramp, (c) EA with an alpha/beta ramp (scripts/finetune-ea.sh), against
+#            (d) EA from scratch for P + K updates; validation loss every 100 updates and
+#            BLEU on test2016 (two trainings at a time, one thread each)
 # Both use the main job's model and optimiser (examples/multi30k/run.sh) through
 # python -m evo_fairseq.benchmark; each run writes its own benchmark.json/.md.
 #
-# Usage: bash examples/multi30k/benchmark.sh {sweep|quality|all} [WORK_DIR]   (default: work/multi30k)
+# Usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|warmstart} [WORK_DIR]
+#                                                          (default WORK_DIR: work/multi30k)
 #   SWEEP_UPDATES=200 QUALITY_UPDATES=300 SEEDS="1 2 3" EA_ARGS="--ea-alpha 0.8"
 #   ("all" runs the sweep, then the quality runs with the sweep's best setting)
+#   PLAIN_UPDATES=600 FINETUNE_UPDATES=300 RAMP_UPDATES=150 SEED=1   (warmstart)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/_env.sh"
 
-usage() { echo "usage: bash examples/multi30k/benchmark.sh {sweep|quality|all} [WORK_DIR]" >&2; exit 2; }
+usage() { echo "usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|warmstart} [WORK_DIR]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 STEP=$1
 WORK=${2:-$ROOT/work/multi30k}
@@ -21,6 +27,10 @@ SWEEP_UPDATES=${SWEEP_UPDATES:-200}
 QUALITY_UPDATES=${QUALITY_UPDATES:-300}
 SEEDS=${SEEDS:-1 2 3}
 EA_ARGS=${EA_ARGS:-}
+PLAIN_UPDATES=${PLAIN_UPDATES:-600}
+FINETUNE_UPDATES=${FINETUNE_UPDATES:-300}
+RAMP_UPDATES=${RAMP_UPDATES:-150}
+SEED=${SEED:-1}
 SWEEP_SETTINGS=("0.5 0.5 3" "0.5 0.1 3" "0.2 0.5 3" "0.8 0.5 3" "0.5 0.9 3" "0.5 0.5 5")
 DATA=$ROOT/examples/multi30k/data
 PREP=$WORK/prep
@@ -32,8 +42,8 @@ TRAIN_ARGS="--optimizer adam --adam-betas (0.9,0.98) --clip-norm 0.0 --lr 2e-3 -
   --warmup-updates 100 --dropout 0.1 --criterion label_smoothed_cross_entropy --label-smoothing 0.1
   --max-tokens 4096"
 
-case "$STEP" in sweep|quality|all) ;; *)
-  echo "error: unknown step '$STEP' (allowed: sweep, quality, all)" >&2; usage ;;
+case "$STEP" in sweep|quality|all|warmstart) ;; *)
+  echo "error: unknown step '$STEP' (allowed: sweep, quality, all, warmstart)" >&2; usage ;;
 esac
 
 echo "==> preparing Multi30k De-En"
@@ -50,6 +60,57 @@ harness() {
     --model-args "$MODEL_ARGS" --train-args "$TRAIN_ARGS" --gen-batch-size 128 \
     --bpe-codes "$PREP/code" "$@"
 }
+
+if [ "$STEP" = warmstart ]; then
+  out=$BENCH/warmstart/seed$SEED
+  mkdir -p "$out"
+  rm -f "$out/failed"
+  # shellcheck disable=SC2086
+  train() {  # NAME ARCH UPDATES [more fairseq-train options]
+    local name=$1 arch=$2 updates=$3; shift 3
+    [ -f "$out/$name.done" ] && return  # an unfinished run resumes from its checkpoint_last.pt
+    OMP_NUM_THREADS=1 fairseq-train "$PREP/data-bin" --user-dir "$ROOT/evo_fairseq" --cpu \
+      --arch "$arch" $MODEL_ARGS $TRAIN_ARGS --max-update "$updates" --seed "$SEED" \
+      --validate-interval-updates 100 --no-epoch-checkpoints --save-dir "$out/$name" \
+      --log-format simple --log-interval 100 "$@" >> "$out/$name.log" 2>&1 \
+      || { tail -20 "$out/$name.log" >&2; touch "$out/failed"; exit 1; }
+    touch "$out/$name.done"
+  }
+  finetune() {  # NAME RAMP_UPDATES [EA options]
+    local name=$1 ramp=$2; shift 2
+    [ -f "$out/$name.done" ] && return
+    rm -rf "$out/$name"  # a fine-tune restarts from the plain checkpoint
+    OMP_NUM_THREADS=1 NGPU=0 RAMP_UPDATES=$ramp MAX_UPDATE=$FINETUNE_UPDATES SEED=$SEED \
+      LR=2e-3 WARMUP=100 WEIGHT_DECAY=0 MAX_TOKENS=4096 EA_ARGS="$*" \
+      EXTRA_ARGS="--validate-interval-updates 100 --no-epoch-checkpoints" \
+      bash "$ROOT/scripts/finetune-ea.sh" "$out/plain/checkpoint_last.pt" "$PREP" "$out/$name" \
+      > "$out/$name.log" 2>&1 || { tail -20 "$out/$name.log" >&2; touch "$out/failed"; exit 1; }
+    touch "$out/$name.done"
+  }
+  echo "==> warm start (seed $SEED): plain $PLAIN_UPDATES updates, then $FINETUNE_UPDATES more as" \
+    "plain / EA / EA with a $RAMP_UPDATES-update ramp; EA from scratch $((PLAIN_UPDATES + FINETUNE_UPDATES))"
+  ( train plain transformer "$PLAIN_UPDATES"
+    finetune finetune-plain 0 --ea-stacks none
+    finetune finetune-ea-ramp "$RAMP_UPDATES" ) &
+  lane_a=$!
+  ( train scratch-ea ea_transformer "$((PLAIN_UPDATES + FINETUNE_UPDATES))"
+    while [ ! -f "$out/plain.done" ]; do [ -f "$out/failed" ] && exit 1; sleep 10; done
+    finetune finetune-ea 0 ) &
+  lane_b=$!
+  wait "$lane_a" && wait "$lane_b"
+  for name in plain finetune-plain finetune-ea finetune-ea-ramp scratch-ea; do
+    [ -s "$out/$name.hyp" ] || {
+      fairseq-generate "$PREP/data-bin" --user-dir "$ROOT/evo_fairseq" -s de -t en \
+        --path "$out/$name/checkpoint_last.pt" --gen-subset test --beam 5 --batch-size 128 \
+        --tokenizer moses --moses-no-escape --bpe subword_nmt --bpe-codes "$PREP/code" \
+        2> "$out/$name.generate.log" | grep '^D-' | sed 's/^D-//' | sort -n -k1,1 | cut -f3 \
+        > "$out/$name.hyp"
+    }
+  done
+  python -m evo_fairseq.benchmark_warmstart "$out" --reference "$BENCH/test.en" \
+    --plain-updates "$PLAIN_UPDATES" --ramp-updates "$RAMP_UPDATES" | tee "$out/warmstart.md"
+  exit 0
+fi
 
 if [ "$STEP" != quality ]; then
   for setting in "${SWEEP_SETTINGS[@]}"; do

@@ -25,6 +25,10 @@ times one EA attention layer against fairseq's MultiheadAttention.
     python -m evo_fairseq.benchmark sweep DIR [--best]
 
 ranks the EA-only runs of a hyper-parameter sweep (one ``DIR/*/benchmark.json`` each).
+
+    python -m evo_fairseq.benchmark warmstart DIR --reference REF --plain-updates P
+
+reports the warm-start comparison (plain, fine-tuned plain / EA / ramped EA, EA from scratch).
 """
 
 import argparse
@@ -267,6 +271,9 @@ def main(argv=None):
     if argv[:1] == ["sweep"]:
         from evo_fairseq.benchmark_sweep import main as sweep_main
         return sweep_main(argv[1:])
+    if argv[:1] == ["warmstart"]:
+        from evo_fairseq.benchmark_warmstart import main as warmstart_main
+        return warmstart_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m evo_fairseq.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-bin", required=True)

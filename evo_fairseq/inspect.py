@@ -137,6 +137,22 @@ def plot(maps, source_tokens, target_tokens, decoder_input_tokens, path, head=No
     plt.close(fig)
 
 
+def describe_evolving_attention(model) -> str:
+    """One line: the alpha and beta the model's evolving layers compute with."""
+    from evo_fairseq.modules import EvolvingAttention
+
+    layers = [m for m in model.modules() if isinstance(m, EvolvingAttention)]
+    if not layers:
+        return "evolving attention: none (fairseq's attention in every layer)"
+    first = layers[0]
+    line = f"evolving attention: alpha {first.effective_alpha:g}, beta {first.effective_beta:g}"
+    if first.ramp_updates > 0:
+        step = int(first.ramp_step)
+        line += (f" (ramp {step}/{first.ramp_updates} updates of configured "
+                 f"alpha {first.alpha:g}, beta {first.beta:g})")
+    return line + f", kernel {first.kernel_size}, {first.activation}"
+
+
 def save_arrays(maps, source_tokens, target_tokens, decoder_input_tokens, path):
     arrays = {f"{stack}/layer{layer}/{name}": value
               for (stack, layer), named in maps.items() for name, value in named.items()}
@@ -177,6 +193,7 @@ def main(argv=None):
     if args.head is not None and not 0 <= args.head < num_heads:
         parser.error(f"--head must be in [0, {num_heads - 1}] for this model, got {args.head}")
     os.makedirs(args.out_dir, exist_ok=True)
+    print(describe_evolving_attention(hub.models[0]))
     for n, sentence in enumerate(sentences, start=1):
         translation, maps, src_toks, tgt_toks, dec_in_toks = inspect_sentence(hub, sentence, args.beam)
         stem = os.path.join(args.out_dir, f"sentence-{n}")

@@ -107,8 +107,9 @@ if [ "$STEP" = warmstart ]; then
         > "$out/$name.hyp"
     }
   done
-  python -m evo_fairseq.benchmark_warmstart "$out" --reference "$BENCH/test.en" \
-    --plain-updates "$PLAIN_UPDATES" --ramp-updates "$RAMP_UPDATES" | tee "$out/warmstart.md"
+  python -m evo_fairseq.benchmark warmstart "$out" --reference "$BENCH/test.en" \
+    --plain-updates "$PLAIN_UPDATES" --ramp-updates "$RAMP_UPDATES" --figure "$out/warmstart.png" \
+    | tee "$out/warmstart.md"
   exit 0
 fi
 

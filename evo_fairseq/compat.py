@@ -17,6 +17,10 @@ where fairseq or its dependencies already behave.
    examples. The last batch is kept.
 3. numpy 2: ``--num-batch-buckets`` uses ``np.compat.long`` and
    ``np.percentile(interpolation=...)``, both removed.
+4. Pruning: ``--encoder-layers-to-keep 0,2`` (and ``--decoder-layers-to-keep``) is
+   parsed into a list, but the transformer's ``build_model`` and
+   ``checkpoint_utils.prune_state_dict`` call ``.split(",")`` on it. The list is
+   turned back into the comma-separated string they expect.
 """
 
 import argparse
@@ -24,7 +28,10 @@ import types
 
 import numpy as np
 import torch
+from fairseq import checkpoint_utils
 from fairseq.data import bucket_pad_length_dataset, data_utils
+from fairseq.models.transformer import TransformerModel, TransformerModelBase
+from omegaconf import ListConfig, OmegaConf, open_dict
 
 _applied = False
 # fairseq's functions as they were before the fixes (for tests and comparisons)
@@ -79,6 +86,48 @@ def get_buckets(sizes, num_buckets):
     )
 
 
+LAYERS_TO_KEEP = ("encoder_layers_to_keep", "decoder_layers_to_keep")
+
+
+def layers_to_keep_as_strings(cfg):
+    """Turn ``*_layers_to_keep`` lists of ``cfg`` (Namespace, DictConfig or
+    TransformerConfig) into the comma-separated strings fairseq splits."""
+    if cfg is None:
+        return
+    for name in LAYERS_TO_KEEP:
+        value = getattr(cfg, name, None)
+        if isinstance(value, (list, tuple, ListConfig)):
+            value = ",".join(str(int(layer)) for layer in value)
+            if OmegaConf.is_config(cfg):
+                with open_dict(cfg):
+                    setattr(cfg, name, value)
+            else:
+                setattr(cfg, name, value)
+
+
+def build_model_with_layers_to_keep(build_model):
+    """Wrap a transformer's ``build_model`` classmethod (fix 4)."""
+    build_model = build_model.__func__
+
+    def build(cls, cfg, task):
+        layers_to_keep_as_strings(cfg)
+        return build_model(cls, cfg, task)
+
+    build.__doc__ = build_model.__doc__
+    build.keeps_layers_to_keep = True
+    return classmethod(build)
+
+
+def prune_state_dict_with_layers_to_keep(prune_state_dict):
+    def prune(state_dict, model_cfg):
+        layers_to_keep_as_strings(model_cfg)
+        return prune_state_dict(state_dict, model_cfg)
+
+    prune.__doc__ = prune_state_dict.__doc__
+    prune.keeps_layers_to_keep = True
+    return prune
+
+
 def apply():
     """Apply all fixes (idempotent)."""
     global _applied
@@ -92,6 +141,18 @@ def apply():
     ORIGINALS["get_buckets"] = data_utils.get_buckets
     if not getattr(data_utils.batch_by_size, "keeps_last_batch", False):
         data_utils.batch_by_size = batch_by_size_keeping_last_batch(data_utils.batch_by_size)
+
+    ORIGINALS["TransformerModel.build_model"] = TransformerModel.build_model
+    ORIGINALS["prune_state_dict"] = checkpoint_utils.prune_state_dict
+    for model_class in (TransformerModel, TransformerModelBase):
+        if not getattr(model_class.build_model, "keeps_layers_to_keep", False):
+            model_class.build_model = build_model_with_layers_to_keep(
+                vars(model_class)["build_model"]
+            )
+    if not getattr(checkpoint_utils.prune_state_dict, "keeps_layers_to_keep", False):
+        checkpoint_utils.prune_state_dict = prune_state_dict_with_layers_to_keep(
+            checkpoint_utils.prune_state_dict
+        )
 
     if int(np.__version__.split(".")[0]) >= 2:
         if not hasattr(np, "compat"):

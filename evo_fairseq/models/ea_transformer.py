@@ -12,9 +12,12 @@ EA model (the convolutions start fresh).
 """
 
 import argparse
+import contextlib
 import logging
+import re
 
 from fairseq.distributed import fsdp_wrap
+from omegaconf import OmegaConf, open_dict
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import (
     TransformerDecoderBase,
@@ -46,6 +49,7 @@ from .ea_transformer_config import EATransformerConfig, ea_field_names
 logger = logging.getLogger(__name__)
 
 _RAMP_STEP = ".evolving.ramp_step"
+_FIRST_LAYER = re.compile(r"(^|\.)(encoder|decoder)\.layers\.0\.")
 
 
 def _argparse_type(parse):
@@ -148,13 +152,24 @@ class EATransformerDecoderLayer(TransformerDecoderLayerBase):
         )
 
 
+def _kept_layer_ids(layers_to_keep):
+    """``--*-layers-to-keep`` ("0,2" or [0, 2]) as sorted ints, or None (no pruning)."""
+    if not layers_to_keep:
+        return None
+    if isinstance(layers_to_keep, str):
+        layers_to_keep = layers_to_keep.split(",")
+    return sorted(int(layer) for layer in layers_to_keep)
+
+
 class EATransformerEncoder(TransformerEncoderBase):
     def __init__(self, cfg, dictionary, embed_tokens, return_fc=False):
         ea_cfg = EvolvingAttentionConfig.from_args(cfg)
         self.self_attn_chain = None
         if "encoder" in ea_cfg.stacks:
             _check_supported(cfg)
-            self.self_attn_chain = AttentionChain("encoder", ea_cfg)
+            self.self_attn_chain = AttentionChain(
+                "encoder", ea_cfg, _kept_layer_ids(cfg.encoder.layers_to_keep)
+            )
         super().__init__(cfg, dictionary, embed_tokens, return_fc=return_fc)
 
     def build_encoder_layer(self, cfg):
@@ -184,10 +199,11 @@ class EATransformerDecoder(TransformerDecoderBase):
         self.self_attn_chain = self.cross_attn_chain = None
         if "decoder" in ea_cfg.stacks or "cross" in ea_cfg.stacks:
             _check_supported(cfg)
+        layer_ids = _kept_layer_ids(cfg.decoder.layers_to_keep)
         if "decoder" in ea_cfg.stacks:
-            self.self_attn_chain = AttentionChain("decoder", ea_cfg)
+            self.self_attn_chain = AttentionChain("decoder", ea_cfg, layer_ids)
         if "cross" in ea_cfg.stacks and not no_encoder_attn:
-            self.cross_attn_chain = AttentionChain("cross", ea_cfg)
+            self.cross_attn_chain = AttentionChain("cross", ea_cfg, layer_ids)
         super().__init__(
             cfg,
             dictionary,
@@ -281,6 +297,13 @@ class EATransformerModel(TransformerModel):
         (fairseq-hydra-train): both become one :class:`EATransformerConfig`,
         which validates the ``ea_*`` values and is what every layer is built from."""
         ea_base_architecture(args)
+        # as fairseq's transformer does on its args: a pruned stack's layer count is
+        # saved with the checkpoint (pruning then clears *_layers_to_keep)
+        for side in ("encoder", "decoder"):
+            kept = _kept_layer_ids(getattr(args, f"{side}_layers_to_keep", None))
+            if kept:
+                with open_dict(args) if OmegaConf.is_config(args) else contextlib.nullcontext():
+                    setattr(args, f"{side}_layers", len(kept))
         return super().build_model(EATransformerConfig.from_namespace(args), task)
 
     @classmethod
@@ -320,12 +343,18 @@ class EATransformerModel(TransformerModel):
                 sum(".evolving.conv." in key for key in own),
             )
             state_dict.update(own)
-        for key in [k for k in state_dict if k.startswith(prefix) and k.endswith(_RAMP_STEP)]:
-            if key not in own:
+        theirs = [k for k in state_dict if k.startswith(prefix) and ".evolving." in k]
+        if not any(k.endswith(_RAMP_STEP) for k in own):
+            for key in theirs:
+                if key.endswith(_RAMP_STEP):
+                    del state_dict[key]
+        elif not any(k.endswith(_RAMP_STEP) for k in theirs):
+            state_dict.update((k, v) for k, v in own.items() if k.endswith(_RAMP_STEP))
+        # a pruned model saved after --*-layers-to-keep without its original layer 0 has a
+        # convolution in its new layer 0, which starts the chain and never uses it
+        for key in theirs:
+            if _FIRST_LAYER.search(key) and key not in own and key in state_dict:
                 del state_dict[key]
-        for key, value in own.items():
-            if key.endswith(_RAMP_STEP) and key not in state_dict:
-                state_dict[key] = value
 
 
 @register_model_architecture("ea_transformer", "ea_transformer")

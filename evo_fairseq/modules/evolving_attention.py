@@ -144,17 +144,28 @@ class AttentionChain:
     - ``query_padding_mask``: ``(bsz, tgt_len)``, True at padded query positions.
     - ``capture``: an optional callable that receives every layer's maps (see
       :meth:`EvolvingAttention.forward`); None costs nothing.
+
+    Skipped layers (LayerDrop in training) hand nothing on: the next layer that
+    runs takes the last map handed on, and an evolving layer that finds none
+    (its predecessors were all skipped) starts the chain from its own logits.
+
+    Args:
+        layer_ids: the original indices of the layers this stack builds, when
+            ``--{encoder,decoder}-layers-to-keep`` prunes it: a kept layer has
+            its own convolution exactly when its original index is >= 1.
     """
 
-    def __init__(self, stack: str, cfg: EvolvingAttentionConfig):
+    def __init__(self, stack: str, cfg: EvolvingAttentionConfig, layer_ids=None):
         assert stack in STACKS, stack
         self.stack = stack
         self.cfg = cfg
+        self.layer_ids = None if layer_ids is None else list(layer_ids)
         self.num_layers = 0
         self.prev_attn_logits: Optional[Tensor] = None
         self.query_padding_mask: Optional[Tensor] = None
         self.capture = None
         self.layer_idx = 0
+        self.is_open = False
 
     @property
     def causal(self) -> bool:
@@ -166,8 +177,16 @@ class AttentionChain:
 
         Returns None for the first layer, which only starts the chain.
         """
+        index = self.num_layers
+        if self.layer_ids is not None:
+            if index >= len(self.layer_ids):
+                raise ValueError(
+                    f"{self.stack} attention: more layers built than the "
+                    f"{len(self.layer_ids)} kept ({self.layer_ids})"
+                )
+            index = self.layer_ids[index]
         self.num_layers += 1
-        if self.num_layers == 1:
+        if index == 0:
             return None
         cfg = self.cfg
         return EvolvingAttention(
@@ -184,10 +203,12 @@ class AttentionChain:
         self.prev_attn_logits = None
         self.query_padding_mask = query_padding_mask
         self.layer_idx = 0
+        self.is_open = True
 
     def close(self):
         self.prev_attn_logits = None
         self.query_padding_mask = None
+        self.is_open = False
 
 
 class EvolvingAttention(nn.Module):

@@ -87,15 +87,16 @@ class EvolvingMultiheadAttention(MultiheadAttention):
         chain = self.chain
         attn_logits = attn_weights.view(bsz, self.num_heads, tgt_len, src_len)
         attn_blocked = _blocking_mask(attn_mask)
-        if self.evolving is None:
+        if not chain.is_open:
+            raise RuntimeError(
+                f"{chain.stack} attention layer {chain.layer_idx + 1}: the stack's chain was "
+                "not opened (call the encoder or decoder, not a layer on its own)"
+            )
+        if self.evolving is None or chain.prev_attn_logits is None:
+            # the first layer, or the first to run after LayerDrop skipped its predecessors
             mixed = conv_out = None
             attn_logits_out = attn_logits
         else:
-            if chain.prev_attn_logits is None:
-                raise RuntimeError(
-                    f"{chain.stack} attention layer {chain.layer_idx + 1} has no map from "
-                    "the previous layer: the stack's chain was not opened or a layer was skipped"
-                )
             blocked = self._blocked_cells(
                 key_padding_mask, attn_blocked, bsz, tgt_len, src_len
             )

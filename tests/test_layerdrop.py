@@ -1,0 +1,110 @@
+"""LayerDrop and pruning: skipped layers hand nothing on, the next layer that runs takes
+the last map (or starts the chain), and --*-layers-to-keep keeps each layer's own
+convolution (with fairseq's list-vs-string bug fixed in compat.py)."""
+
+import torch
+from fairseq import checkpoint_utils
+
+from conftest import ROOT, build_model, fairseq_cli, random_batch, run
+from evo_fairseq import compat
+
+MODEL = [
+    "--share-all-embeddings", "--encoder-layers", "3", "--decoder-layers", "3",
+    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
+    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+]
+TRAIN = [
+    "--user-dir", ROOT / "evo_fairseq", "--optimizer", "adam", "--lr", "0.003",
+    "--criterion", "label_smoothed_cross_entropy", "--max-tokens", "400", "--seed", "5",
+    "--no-epoch-checkpoints", "--cpu", "--log-format", "simple", "--log-interval", "1",
+]
+
+
+def forward(model, task, seed=0):
+    src, src_lengths, prev, _ = random_batch(task, seed=seed)
+    with torch.no_grad():
+        return model(src, src_lengths, prev)[0]
+
+
+def test_a_layer_that_finds_no_map_starts_the_chain(dict_dir):
+    model, task, _ = build_model(dict_dir)
+    # what LayerDrop does when it skips layer 1 of every stack
+    for layers in (model.encoder.layers, model.decoder.layers):
+        del layers[0]
+    skipped = forward(model, task)
+    # the same as making the first layer that runs a chain start (no evolution)
+    for layer in (model.encoder.layers[0], model.decoder.layers[0]):
+        for attn in ("self_attn", "encoder_attn"):
+            if hasattr(layer, attn):
+                getattr(layer, attn).evolving = None
+    assert torch.allclose(skipped, forward(model, task), atol=1e-6)
+
+
+def test_layerdrop_trains_in_all_stacks_and_evaluation_keeps_every_layer(tiny_data_bin, tmp_path):
+    out = run([fairseq_cli("train"), tiny_data_bin, "--arch", "ea_transformer", *MODEL, *TRAIN,
+               "--encoder-layerdrop", "0.5", "--decoder-layerdrop", "0.5", "--max-update", "12",
+               "--save-dir", tmp_path])
+    assert "num_updates 12" in out.stdout + out.stderr
+    [dropped], _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(tmp_path / "checkpoint_last.pt")])
+    dropped.eval()
+    assert dropped.encoder.layers.p == 0.5 and dropped.decoder.layers.p == 0.5
+    # evaluation runs every layer: the same as the weights in a model without LayerDrop
+    no_drop, _, _ = build_model(tiny_data_bin, extra=MODEL)
+    no_drop.load_state_dict(dropped.state_dict())
+    assert torch.equal(forward(dropped, task), forward(no_drop, task))
+
+
+def test_fairseq_fails_on_layers_to_keep_lists_without_the_fix(dict_dir):
+    from fairseq.models.transformer import TransformerModel
+
+    _, task, args = build_model(dict_dir, arch="transformer")
+    args.encoder_layers_to_keep = [0, 2]  # what --encoder-layers-to-keep 0,2 parses into
+    original = compat.ORIGINALS["TransformerModel.build_model"]
+    try:
+        original.__func__(TransformerModel, args, task)
+        raise AssertionError("fairseq accepted a list: the fix is no longer needed")
+    except AttributeError as error:
+        assert "split" in str(error)
+    args.encoder_layers_to_keep = [0, 2]
+    model = TransformerModel.build_model(args, task)  # fixed
+    assert len(model.encoder.layers) == 2
+
+
+def test_pruned_layerdrop_checkpoint_generates_and_keeps_own_convolutions(tiny_data_bin, tmp_path):
+    save_dir = tmp_path / "layerdrop"
+    run([fairseq_cli("train"), tiny_data_bin, "--arch", "ea_transformer", *MODEL, *TRAIN,
+         "--encoder-layerdrop", "0.3", "--decoder-layerdrop", "0.3", "--max-update", "6",
+         "--save-dir", save_dir])
+    checkpoint = str(save_dir / "checkpoint_last.pt")
+    [full], _, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint])
+    keep = {"encoder_layers_to_keep": "0,2", "decoder_layers_to_keep": "1,2"}
+    [pruned], _ = checkpoint_utils.load_model_ensemble([checkpoint], arg_overrides=keep)
+    full.eval(), pruned.eval()
+    assert len(pruned.encoder.layers) == len(pruned.decoder.layers) == 2
+    # kept layers keep their own convolutions
+    assert pruned.encoder.layers[0].self_attn.evolving is None
+    assert torch.equal(pruned.encoder.layers[1].self_attn.evolving.conv.weight,
+                       full.encoder.layers[2].self_attn.evolving.conv.weight)
+    assert torch.equal(pruned.decoder.layers[0].encoder_attn.evolving.conv.weight,
+                       full.decoder.layers[1].encoder_attn.evolving.conv.weight)
+    # and the chain follows the kept layers: the full model with those layers skipped
+    del full.encoder.layers[1]
+    del full.decoder.layers[0]
+    assert torch.allclose(forward(pruned, task), forward(full, task), atol=1e-6)
+
+    # fairseq-generate prunes the same way, and a pruned model fine-tuned with
+    # --*-layers-to-keep saves a checkpoint that generates as it is
+    overrides = "{'encoder_layers_to_keep': '0,2', 'decoder_layers_to_keep': '1,2'}"
+    generate = [fairseq_cli("generate"), tiny_data_bin, "--user-dir", ROOT / "evo_fairseq",
+                "--gen-subset", "test", "--beam", "2", "--max-len-b", "6", "--batch-size", "8"]
+    out = run([*generate, "--path", checkpoint, "--model-overrides", overrides])
+    assert sum(line.startswith("H-") for line in out.stdout.splitlines()) == 21
+    tuned = tmp_path / "pruned"
+    run([fairseq_cli("train"), tiny_data_bin, "--arch", "ea_transformer", *MODEL, *TRAIN,
+         "--encoder-layers-to-keep", "0,2", "--decoder-layers-to-keep", "1,2",
+         "--restore-file", checkpoint, "--reset-optimizer", "--max-update", "2",
+         "--save-dir", tuned])
+    out = run([*generate, "--path", tuned / "checkpoint_last.pt"])
+    assert sum(line.startswith("H-") for line in out.stdout.splitlines()) == 21

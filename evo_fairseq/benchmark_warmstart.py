@@ -63,14 +63,16 @@ def load_report(out_dir, reference, plain_updates, ramp_updates=None):
 
 def markdown(report):
     runs = report["runs"]
-    updates = sorted({u for run in runs.values() for u in run["valid_loss"]})
+    # the every-100-updates validations (end-of-epoch ones are in the JSON and the figure)
+    updates = sorted({u for run in runs.values() for u in run["valid_loss"] if u % 100 == 0})
     lines = ["| run | " + " | ".join(str(u) for u in updates) + " | test BLEU |",
              "|---|" + "---|" * (len(updates) + 1)]
     for name, run in runs.items():
         cells = [f"{run['valid_loss'][u]:.3f}" if u in run["valid_loss"] else "" for u in updates]
         lines.append(f"| {run['description']} | " + " | ".join(cells) + f" | {run['bleu']:.2f} |")
     lines.append("")
-    lines.append("Validation loss (label-smoothed, base 2) by total updates; test BLEU: "
+    lines.append("Validation loss (label-smoothed cross-entropy, base 2) every 100 updates, "
+                 f"counted from the plain run's start (fine-tunes start at {report['plain_updates']}); test BLEU: "
                  f"detokenised sacreBLEU on test2016 ({report['bleu_signature']}).")
     return "\n".join(lines) + "\n"
 

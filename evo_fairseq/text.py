@@ -4,6 +4,7 @@
 # LICENSE file in the root directory of this source tree.
 """Text steps shared by the recipes: tokenise, clean, convert BPE codes.
 
+    python -m evo_fairseq.text check --src de --tgt en PREFIX [PREFIX ...]
     python -m evo_fairseq.text tokenize --lang de [--lowercase] [--no-dash-splits]
         [--normalize-punctuation] [--workers N] IN OUT [IN OUT ...]
     python -m evo_fairseq.text clean --src de --tgt en --min-len 1 --max-len 175 --ratio 1.5 IN_PREFIX OUT_PREFIX
@@ -143,6 +144,54 @@ def clean(args):
     print(f"  clean: kept {kept} of {total} pairs", file=sys.stderr)
 
 
+def input_file(prefix, lang):
+    """``PREFIX.lang`` or ``PREFIX.lang.gz``, whichever exists."""
+    for path in (f"{prefix}.{lang}", f"{prefix}.{lang}.gz"):
+        if os.path.isfile(path):
+            return path
+    raise ValueError(f"missing input: neither {prefix}.{lang} nor {prefix}.{lang}.gz exists")
+
+
+def count_utf8_lines(path):
+    """Lines of ``path`` (split at ``\n`` only, as the tokeniser splits), each checked to
+    decode as UTF-8; ValueError names the file, line and byte of the first that does not."""
+    opener = gzip.open if path.endswith(".gz") else open
+    lines = 0
+    try:
+        with opener(path, "rb") as f:
+            for lines, raw in enumerate(f, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ValueError(
+                        f"{path}: line {lines} is not valid UTF-8 (byte 0x{raw[err.start]:02x} "
+                        f"at byte {err.start + 1} of the line); convert the file to UTF-8, e.g. "
+                        "with iconv, or remove the line from both sides"
+                    )
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path}: cannot be read ({err})")
+    return lines
+
+
+def check_inputs(args):
+    """Every split's two sides exist, decode as UTF-8 and have the same number of lines."""
+    try:
+        for prefix in args.prefixes:
+            src, tgt = input_file(prefix, args.src), input_file(prefix, args.tgt)
+            n_src, n_tgt = count_utf8_lines(src), count_utf8_lines(tgt)
+            if n_src != n_tgt:
+                raise ValueError(
+                    f"{src} has {n_src} lines but {tgt} has {n_tgt}: the two sides of a "
+                    "parallel corpus must have one line per sentence pair"
+                )
+            if n_src == 0:
+                raise ValueError(f"{src} and {tgt} are empty")
+            if not args.quiet:
+                print(f"  {prefix}: {n_src} sentence pairs", file=sys.stderr)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
+
+
 def _zip_strict(a, b, name_a, name_b):
     for x, y in zip(a, b):
         yield x, y
@@ -176,6 +225,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m evo_fairseq.text", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="check parallel inputs before any work: both sides exist, "
+                                     "decode as UTF-8, same number of lines")
+    p.add_argument("--src", required=True)
+    p.add_argument("--tgt", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("prefixes", nargs="+", metavar="PREFIX",
+                   help="reads PREFIX.SRC and PREFIX.TGT (plain or .gz)")
+    p.set_defaults(func=check_inputs)
 
     p = sub.add_parser("tokenize", help="Moses-tokenise one language's text")
     p.add_argument("--lang", "-l", required=True)

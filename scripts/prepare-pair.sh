@@ -92,6 +92,12 @@ SPLITS=(train test); [ -n "$VALID" ] && SPLITS=(train valid test)
 TRAIN_TOK=train
 if { [ -n "$CLEAN" ] && [ "$CLEAN_AFTER" = tok ]; } || [ -n "$VALID_EVERY" ]; then TRAIN_TOK=train.full; fi
 
+PREFIXES=("$TRAIN" "$TEST"); [ -n "$VALID" ] && PREFIXES+=("$VALID")
+if [ ! -s "$OUT/data-bin/dict.$TGT.txt" ]; then
+  echo "==> checking inputs (both sides exist, decode as UTF-8, same number of lines)"
+  python -m evo_fairseq.text check --src "$SRC" --tgt "$TGT" "${PREFIXES[@]}" || exit 2
+fi
+
 mkdir -p "$OUT/tok" "$OUT/bpe"
 echo "==> tokenising (Moses, $WORKERS workers${LOWERCASE:+, lowercased}${NO_DASH_SPLITS:+, no dash splits}${NORMALIZE:+, punctuation normalised})"
 for lang in "$SRC" "$TGT"; do

@@ -11,7 +11,7 @@ set -euo pipefail
 
 TORCH_VERSION=2.13.0
 FAIRSEQ_SPEC=fairseq-fixed==0.12.3.1
-TOOLS="sacremoses subword-nmt sacrebleu"
+TOOLS="sacremoses subword-nmt sacrebleu tensorboard"
 TEST_TOOLS="pytest matplotlib"
 
 WITH_TESTS=0
@@ -73,8 +73,8 @@ else
   FAIRSEQ_FOUND=$(version_of fairseq)
 fi
 
-# 4. tokenisation, BPE and scoring.
-has "import sacremoses, subword_nmt, sacrebleu" || {
+# 4. tokenisation, BPE, scoring, and TensorBoard for fairseq-train --tensorboard-logdir.
+has "import sacremoses, subword_nmt, sacrebleu, tensorboard" || {
   echo "==> installing $TOOLS"
   pip_install $TOOLS
 }

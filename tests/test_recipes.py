@@ -316,3 +316,40 @@ def test_tokenize_keeps_one_line_per_sentence(tmp_path):
     run([sys.executable, "-m", "evo_fairseq.text", "tokenize", "-l", "de", "--workers", "1", raw, out])
     assert out.read_bytes().decode("utf-8").split("\n") == [
         "Zeile mit Wagenrücklauf .", "Zweite Zeile .", "Dritte Zeile .", ""]
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("count", "{d}/train.de has 30 lines but {d}/train.en has 29: the two sides"),
+    ("utf8", "{d}/valid.de: line 6 is not valid UTF-8 (byte 0xe4 at byte 4 of the line)"),
+    ("utf8-gz", "{d}/test.en.gz: line 2 is not valid UTF-8 (byte 0xe9 at byte 8 of the line)"),
+    ("missing", "missing input: neither {d}/test.en nor {d}/test.en.gz exists"),
+])
+def test_prepare_pair_checks_every_input_before_any_work(tmp_path, problem, message):
+    """A bad file is named, with its line, before anything is tokenised."""
+    import gzip
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    lines = {lang: multi30k_lines("train", lang, 40) for lang in ("de", "en")}
+    for lang in ("de", "en"):
+        (raw / f"train.{lang}").write_text("\n".join(lines[lang][:30]) + "\n")
+        (raw / f"valid.{lang}").write_text("\n".join(lines[lang][30:35]) + "\n")
+        (raw / f"test.{lang}").write_text("\n".join(lines[lang][35:]) + "\n")
+    if problem == "count":
+        (raw / "train.en").write_text("\n".join(lines["en"][:29]) + "\n")
+    elif problem == "utf8":
+        with open(raw / "valid.de", "ab") as f:
+            f.write(b"Ein\xe4 \xff Hund\n")  # Latin-1 bytes
+    elif problem == "utf8-gz":
+        (raw / "test.en").unlink()
+        with gzip.open(raw / "test.en.gz", "wb") as f:
+            f.write(b"a dog .\nthe caf\xe9 .\n" + b"x\n" * 3)
+    elif problem == "missing":
+        (raw / "test.en").unlink()
+    proc = subprocess.run(["bash", SCRIPTS / "prepare-pair.sh", "--src", "de", "--tgt", "en",
+                           "--train", raw / "train", "--valid", raw / "valid", "--test", raw / "test",
+                           "--out", tmp_path / "out"], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert message.format(d=raw) in proc.stderr
+    assert "tokenising" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "out" / "tok").exists()

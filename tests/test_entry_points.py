@@ -1,5 +1,6 @@
-"""fairseq-hydra-train with the example YAML config: every ea_* value reaches every
-evolving layer, the checkpoint generates with the same values, bad values stop it."""
+"""Entry points beside fairseq-train's options: fairseq-hydra-train with the example YAML
+config (every ea_* value reaches every evolving layer, the checkpoint generates with the
+same values, bad values stop it) and fairseq's TensorBoard logging."""
 
 import pytest
 from fairseq import checkpoint_utils
@@ -53,3 +54,24 @@ def test_hydra_rejects_bad_values(tiny_data_bin, tmp_path, override, message):
         hydra_train(tiny_data_bin, tmp_path, override)
     assert message in str(failure.value)
     assert not (tmp_path / "ck" / "checkpoint_last.pt").exists()
+
+
+def test_tensorboard_logdir_writes_training_and_validation_losses(tiny_data_bin, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logdir = tmp_path / "tb"
+    out = run([fairseq_cli("train"), tiny_data_bin, "--user-dir", ROOT / "evo_fairseq",
+               "--arch", "ea_transformer", "--encoder-layers", "2", "--decoder-layers", "2",
+               "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+               "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
+               "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+               "--optimizer", "adam", "--lr", "0.003", "--max-tokens", "400", "--max-update", "4",
+               "--cpu", "--log-interval", "1", "--no-save", "--tensorboard-logdir", logdir])
+    assert "tensorboard not found" not in out.stdout + out.stderr
+    scalars = {}
+    for split in ("train", "train_inner", "valid"):
+        events = EventAccumulator(str(logdir / split))
+        events.Reload()
+        scalars[split] = events.Tags()["scalars"]
+    assert "loss" in scalars["train_inner"] and "loss" in scalars["train"]
+    assert "loss" in scalars["valid"]

@@ -21,6 +21,10 @@ import sys
         ("--ea-stacks", "encoder,foo",
          "--ea-stacks must be a comma-separated list of distinct names from "
          "encoder,decoder,cross (or 'none'), got 'encoder,foo'"),
+        ("--ea-ramp-updates", "-5",
+         "--ea-ramp-updates must be a non-negative integer (updates; 0 = no ramp), got -5"),
+        ("--ea-ramp-updates", "1e3",
+         "--ea-ramp-updates must be a non-negative integer (updates; 0 = no ramp), got '1e3'"),
         ("--ea-stacks", "cross,cross",
          "--ea-stacks must be a comma-separated list of distinct names from "
          "encoder,decoder,cross (or 'none'), got 'cross,cross'"),
@@ -97,4 +101,5 @@ def test_architectures_mirror_fairseq_sizes(dict_dir):
         ea_only = {k: v for k, v in vars(ea).items() if k.startswith("ea_")}
         assert {k: v for k, v in vars(ea).items() if not k.startswith("ea_")} == vars(plain), name
         assert ea_only == {"ea_alpha": 0.8, "ea_beta": 0.5, "ea_kernel_size": 3,
-                           "ea_activation": "relu", "ea_stacks": "encoder,decoder,cross"}
+                           "ea_activation": "relu", "ea_stacks": "encoder,decoder,cross",
+                           "ea_ramp_updates": 0}

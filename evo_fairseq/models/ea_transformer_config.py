@@ -53,9 +53,9 @@ class EATransformerConfig(TransformerConfig):
     )
     ea_ramp_updates: int = field(
         default=_DEFAULT.ramp_updates,
-        metadata={"help": "evolving attention: over the first N updates of training, scale "
-                          "alpha and beta linearly from 0 (fairseq's transformer) to their "
-                          "values; 0 turns the ramp off (for warm starts from a plain model)"},
+        metadata={"help": "evolving attention, for warm starts from a plain transformer: over "
+                          "the first N training updates, alpha and beta rise linearly from 0 "
+                          "(fairseq's transformer) to their values; 0 turns the ramp off"},
     )
 
     @classmethod

@@ -23,16 +23,11 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
+from .evolving_map import ACTIVATIONS, evolve_map
+
 STACKS = ("encoder", "decoder", "cross")
-ACTIVATIONS = {
-    "relu": F.relu,
-    "leaky_relu": F.leaky_relu,
-    "gelu": F.gelu,
-    "linear": lambda x: x,
-}
 
 
 def _check_unit_interval(name: str, value) -> float:
@@ -240,7 +235,6 @@ class EvolvingAttention(nn.Module):
         self.beta = parse_beta(beta)
         self.kernel_size = parse_kernel_size(kernel_size)
         self.activation = parse_activation(activation)
-        self.activation_fn = ACTIVATIONS[self.activation]
         self.causal = causal
         self.conv = nn.Conv2d(num_heads, num_heads, self.kernel_size)
         self.ramp_updates = parse_ramp_updates(ramp_updates)
@@ -281,10 +275,13 @@ class EvolvingAttention(nn.Module):
         prev_attn_logits: Tensor,
         blocked: Optional[Tensor] = None,
         prev_mixed_rows: Optional[Tensor] = None,
-    ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        keep_conv_out: bool = False,
+        masked: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
         """
         Args:
-            attn_logits: S_i, ``(bsz, heads, tgt_len, src_len)``.
+            attn_logits: S_i, ``(bsz, heads, tgt_len, src_len)``; its storage is reused
+                for M_i (see :func:`~evo_fairseq.modules.evolving_map.evolve_map`).
             prev_attn_logits: A_{i-1}, same shape.
             blocked: bool, broadcastable to ``(bsz, 1, tgt_len, src_len)``;
                 True cells are zeroed in the convolution's input.
@@ -292,35 +289,31 @@ class EvolvingAttention(nn.Module):
                 mixed rows of the k - 1 previous target steps, ``(bsz, heads, k - 1, <= src_len)``;
                 zeros at the first step. Narrower rows (self-attention, whose
                 keys grow by one each step) are zero-extended on the right.
+            keep_conv_out: also return act(conv(M_i)) (attention capture).
+            masked: the attention mask (a subset of ``blocked``): these cells of A_i
+                hold a large negative number (the softmax's input is masked).
 
         Returns:
-            ``(attn_logits_out, mixed, conv_out, mixed_rows)``: A_i and M_i and
-            act(conv(M_i)), all ``(bsz, heads, tgt_len, src_len)``, and, when
-            ``prev_mixed_rows`` was given, the k - 1 newest mixed rows to keep
-            for the next step (else None).
+            ``(attn_logits_out, mixed, conv_out, mixed_rows)``: A_i (the softmax's input,
+            handed on), M_i, act(conv(M_i)) or None, and, when ``prev_mixed_rows``
+            was given, the k - 1 newest mixed rows to keep for the next step (else None).
         """
-        mixed = torch.lerp(attn_logits, prev_attn_logits.to(attn_logits), self.effective_alpha)
-        # only the convolution's input is zeroed: blocked cells of the residual
-        # branch are masked (columns) or ignored (padded rows) by the caller
-        conv_in = mixed if blocked is None else mixed.masked_fill(blocked, 0.0)
-
-        half = self.kernel_size // 2
-        mixed_rows = None
         if prev_mixed_rows is not None:
             assert self.causal, "only a causal convolution keeps earlier rows"
-            src_len = conv_in.size(-1)
-            history = F.pad(prev_mixed_rows, (0, src_len - prev_mixed_rows.size(-1)))
-            window = torch.cat([history.to(conv_in), conv_in], dim=2)
-            mixed_rows = window[:, :, window.size(2) - self.num_history_rows :]
-            padded = F.pad(window, (half, half))
-        elif self.causal:
-            padded = F.pad(conv_in, (half, half, self.num_history_rows, 0))
-        else:
-            padded = F.pad(conv_in, (half, half, half, half))
-
-        conv_out = self.activation_fn(self.conv(padded))
-        attn_logits_out = torch.lerp(mixed, conv_out, self.effective_beta)
-        return attn_logits_out, mixed, conv_out, mixed_rows
+        return evolve_map(
+            attn_logits,
+            prev_attn_logits,
+            self.conv.weight,
+            self.conv.bias,
+            self.effective_alpha,
+            self.effective_beta,
+            activation=self.activation,
+            causal=self.causal,
+            blocked=blocked,
+            masked=masked,
+            history=prev_mixed_rows,
+            keep_conv_out=keep_conv_out,
+        )
 
     def extra_repr(self) -> str:
         ramp = ""

@@ -92,10 +92,16 @@ class EvolvingMultiheadAttention(MultiheadAttention):
                 f"{chain.stack} attention layer {chain.layer_idx + 1}: the stack's chain was "
                 "not opened (call the encoder or decoder, not a layer on its own)"
             )
+        capture = chain.capture
         if self.evolving is None or chain.prev_attn_logits is None:
             # the first layer, or the first to run after LayerDrop skipped its predecessors
             mixed = conv_out = None
+            chain.prev_attn_logits = attn_logits
             attn_logits_out = attn_logits
+            if attn_blocked is not None:
+                fill = torch.finfo(attn_logits.dtype).min
+                attn_logits_out = attn_logits.masked_fill(attn_blocked, fill)
+            raw_logits = attn_logits
         else:
             blocked = self._blocked_cells(
                 key_padding_mask, attn_blocked, bsz, tgt_len, src_len
@@ -105,28 +111,29 @@ class EvolvingMultiheadAttention(MultiheadAttention):
                 prev_mixed_rows = self._get_prev_mixed_rows(
                     incremental_state, bsz, src_len, attn_logits
                 )
+            # the evolution overwrites S_i with M_i: keep S_i for a capture only
+            raw_logits = attn_logits.detach().clone() if capture is not None else None
             attn_logits_out, mixed, conv_out, mixed_rows = self.evolving(
-                attn_logits, chain.prev_attn_logits, blocked, prev_mixed_rows
+                attn_logits, chain.prev_attn_logits, blocked, prev_mixed_rows,
+                keep_conv_out=capture is not None, masked=attn_blocked,
             )
             if mixed_rows is not None:
                 self.set_incremental_state(
                     incremental_state, EVOLVING_STATE, {"prev_mixed_rows": mixed_rows}
                 )
-        chain.prev_attn_logits = attn_logits_out
-        if chain.capture is not None:
-            chain.capture(
+            # A_i is already masked (attention-mask cells hold a large negative number):
+            # the softmax's input, and what the next layer mixes in (and zeroes there)
+            chain.prev_attn_logits = attn_logits_out
+        if capture is not None:
+            capture(
                 stack=chain.stack,
                 layer_idx=chain.layer_idx,
-                attn_logits=attn_logits,
+                attn_logits=raw_logits,
                 mixed=mixed,
                 conv_out=conv_out,
-                attn_logits_out=attn_logits_out,
+                attn_logits_out=chain.prev_attn_logits,
             )
         chain.layer_idx += 1
-
-        if attn_blocked is not None:
-            fill = torch.finfo(attn_logits_out.dtype).min
-            attn_logits_out = attn_logits_out.masked_fill(attn_blocked, fill)
         return attn_logits_out.reshape(bsz * self.num_heads, tgt_len, src_len)
 
     def _blocked_cells(self, key_padding_mask, attn_blocked, bsz, tgt_len, src_len):

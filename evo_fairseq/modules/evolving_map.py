@@ -1,0 +1,191 @@
+# Copyright (c) evo-fairseq contributors.
+#
+# This source code is licensed under the MIT license found in the
+# LICENSE file in the root directory of this source tree.
+"""The map transform of one evolving layer, as one autograd Function.
+
+Forward, in the map's dtype, with shapes ``(bsz, heads, tgt_len, src_len)``::
+
+    M = lerp(S, A_prev, alpha)        in place in S's storage (fairseq's QK^T output) when
+                                      there are masks; without, a new tensor
+    Mz = M with blocked cells 0       the convolution's input (M itself without masks)
+    C = act(Conv2d(Mz) + b)           centred, or causal along tgt_len (padding k - 1
+                                      above, the rows below it dropped); no padded copy
+    A = lerp(M, C, beta)              in place, in S's storage (or C's without masks)
+    A[masked] = fill                  the softmax's input, handed on to the next layer
+
+Backward is written by hand and keeps only what the gradients need: Mz (the
+convolution's input, which is also what the incremental decoder keeps) and, for
+relu and leaky_relu, the sign of the convolution's output as a bool map (gelu
+keeps its pre-activation; linear nothing). Blocked cells pass no gradient
+through the convolution, masked cells none at all. Incremental decoding passes the k - 1 kept mixed rows as ``history``:
+the convolution then runs on ``[history; M]`` without padding along tgt_len and
+yields exactly the new rows.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ACTIVATIONS = ("relu", "leaky_relu", "gelu", "linear")
+LEAKY_SLOPE = 0.01  # F.leaky_relu's default
+
+
+def blocked_fill(dtype: torch.dtype) -> float:
+    """What blocked cells of A hold: half the dtype's minimum, so that the next layer's
+    ``lerp`` over them stays finite (exp of it is 0 in the softmax)."""
+    return torch.finfo(dtype).min / 2
+
+
+class EvolvingMapFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, prev, weight, bias, history, blocked, masked, alpha, beta,
+                activation, causal, extras):
+        k = weight.size(-1)
+        half = k // 2
+        tgt_len = logits.size(2)
+        prev = prev.to(logits.dtype)
+        if blocked is None:  # M is the convolution's input, kept for backward: a new tensor
+            mixed = conv_in = torch.lerp(logits, prev, alpha)
+        else:  # M in S's storage (A goes there too), its zeroed copy for the convolution
+            mixed = logits.lerp_(prev, alpha)
+            ctx.mark_dirty(logits)
+            conv_in = mixed.masked_fill(blocked, 0.0)
+
+        if history is not None:
+            window = torch.cat([history.to(conv_in.dtype), conv_in], dim=2)
+            pre = F.conv2d(window, weight, bias, padding=(0, half))
+        elif causal:
+            pre = F.conv2d(conv_in, weight, bias, padding=(k - 1, half))[:, :, :tgt_len]
+        else:
+            pre = F.conv2d(conv_in, weight, bias, padding=half)
+
+        sign = saved_pre = None
+        if activation in ("relu", "leaky_relu"):
+            sign = pre > 0
+            conv_out = pre.relu_() if activation == "relu" else F.leaky_relu_(pre, LEAKY_SLOPE)
+        elif activation == "gelu":
+            saved_pre = pre
+            conv_out = F.gelu(pre)
+        else:
+            conv_out = pre
+        # side outputs (no gradient): autograd allows one output for an in-place view
+        extras["mixed"] = conv_in.detach()
+        if extras.get("keep_conv_out"):
+            extras["conv_out"] = conv_out.detach().clone()
+
+        if conv_in is not mixed:
+            # M is needed no more (the convolution's input is its zeroed copy): A takes S's storage
+            out = mixed.lerp_(conv_out, beta)
+        elif conv_out.is_contiguous() and saved_pre is not conv_out:
+            out = torch.lerp(mixed, conv_out, beta, out=conv_out)
+        else:
+            out = torch.lerp(mixed, conv_out, beta)
+        if masked is not None:
+            out.masked_fill_(masked, blocked_fill(out.dtype))
+
+        ctx.save_for_backward(conv_in, weight, history, blocked, masked, sign, saved_pre)
+        ctx.settings = (alpha, beta, activation, causal, half, bias is not None)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        conv_in, weight, history, blocked, masked, sign, pre = ctx.saved_tensors
+        alpha, beta, activation, causal, half, has_bias = ctx.settings
+        k = weight.size(-1)
+        if masked is not None:
+            grad_out = grad_out.masked_fill(masked, 0.0)
+        grad_act = grad_out * beta
+        if activation == "relu":
+            grad_pre = grad_act.masked_fill_(~sign, 0.0)
+        elif activation == "leaky_relu":
+            grad_pre = torch.where(sign, grad_act, grad_act * LEAKY_SLOPE)
+        elif activation == "gelu":
+            grad_pre = torch.ops.aten.gelu_backward(grad_act, pre)
+        else:
+            grad_pre = grad_act
+
+        if history is not None:
+            window = torch.cat([history.to(conv_in.dtype), conv_in], dim=2)
+            padding = [0, half]
+        elif causal:
+            window = conv_in
+            padding = [k - 1, half]
+            grad_pre = F.pad(grad_pre, (0, 0, 0, k - 1))
+        else:
+            window = conv_in
+            padding = [half, half]
+        needs = ctx.needs_input_grad
+        needs_mixed = needs[0] or needs[1]
+        grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad_pre, window, weight, [weight.size(0)] if has_bias else None,
+            [1, 1], padding, [1, 1], False, [0, 0], 1,
+            [needs_mixed, needs[2], has_bias and needs[3]])
+
+        grad_logits = grad_prev = None
+        if needs_mixed:
+            if history is not None:
+                grad_input = grad_input[:, :, history.size(2):]
+            if blocked is not None:
+                grad_input = grad_input.masked_fill_(blocked, 0.0)
+            grad_mixed = grad_input.add_(grad_out, alpha=1.0 - beta)
+            if needs[0]:
+                grad_logits = grad_mixed * (1.0 - alpha)
+            if needs[1]:
+                grad_prev = grad_mixed * alpha
+        return (grad_logits, grad_prev, grad_weight, grad_bias if has_bias else None,
+                None, None, None, None, None, None, None, None)
+
+
+def evolve_map(
+    logits: Tensor,
+    prev: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    alpha: float,
+    beta: float,
+    activation: str = "relu",
+    causal: bool = False,
+    blocked: Optional[Tensor] = None,
+    masked: Optional[Tensor] = None,
+    history: Optional[Tensor] = None,
+    keep_conv_out: bool = False,
+) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+    """Evolve ``logits`` S_i into A_i (see the module docstring); S_i's storage is reused.
+
+    Args:
+        logits: S_i ``(bsz, heads, tgt_len, src_len)``; overwritten with M_i.
+        prev: A_{i-1}, same shape.
+        weight, bias: the ``heads x heads x k x k`` convolution.
+        blocked: bool, broadcastable to ``(bsz, 1, tgt_len, src_len)``: zeroed in the
+            convolution's input (padded keys, padded queries, future keys).
+        masked: bool, broadcastable likewise, a subset of ``blocked``: set to
+            :func:`blocked_fill` in A_i (the attention mask; fairseq masks padded keys
+            itself and ignores padded queries).
+        history: causal incremental decoding: the k - 1 kept mixed rows,
+            ``(bsz, heads, k - 1, <= src_len)`` (narrower rows are zero-extended).
+        keep_conv_out: also return act(conv(M_i)) (for attention capture).
+
+    Returns:
+        ``(A_i, M_i zeroed at blocked cells, conv_out or None, new_history or None)``:
+        with ``history``, the k - 1 newest zeroed mixed rows to keep.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    new_history = None
+    if history is not None:
+        assert causal, "only a causal convolution keeps earlier rows"
+        src_len = logits.size(-1)
+        if history.size(-1) < src_len:
+            history = F.pad(history, (0, src_len - history.size(-1)))
+    extras = {"keep_conv_out": keep_conv_out}
+    out = EvolvingMapFunction.apply(
+        logits, prev, weight, bias, history, blocked, masked, float(alpha), float(beta),
+        activation, causal, extras)
+    mixed, conv_out = extras["mixed"], extras.get("conv_out")
+    if history is not None:
+        window = torch.cat([history.to(mixed.dtype), mixed], dim=2)
+        new_history = window[:, :, window.size(2) - history.size(2):]
+    return out, mixed, conv_out, new_history

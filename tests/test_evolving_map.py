@@ -1,0 +1,140 @@
+"""The fused map transform against the plain composition (tests/ea_reference.py):
+forward within 1e-6 in fp32, hand-written gradients by gradcheck in float64 and against
+autograd of the composition, for every stack, padding side, kernel size, activation and
+the incremental path; half precision stays finite."""
+
+import pytest
+import torch
+
+from ea_reference import reference_evolve
+from evo_fairseq.modules.evolving_map import ACTIVATIONS, blocked_fill, evolve_map
+
+B, H, T = 2, 3, 5
+
+
+def masks(stack, padding, tgt_len=T, src_len=T):
+    """(blocked, masked) as the layers build them: padded keys and queries, future keys."""
+    blocked = torch.zeros(B, 1, tgt_len, src_len, dtype=torch.bool)
+    masked = None
+    if padding == "left":
+        blocked[1, :, :, :2] = True
+        if stack == "encoder":
+            blocked[1, :, :2, :] = True
+    elif padding == "right":
+        blocked[1, :, :, -2:] = True
+        if stack != "cross":
+            blocked[1, :, -2:, :] = True
+    if stack == "decoder":
+        masked = torch.ones(tgt_len, src_len, dtype=torch.bool).triu(1)[None, None]
+        blocked = blocked | masked
+    return (blocked if blocked.any() else None), masked
+
+
+def inputs(k, dtype=torch.float64, seed=0, tgt_len=T, src_len=T):
+    gen = torch.Generator().manual_seed(seed)
+    make = lambda *shape: torch.randn(*shape, generator=gen, dtype=dtype)
+    return (make(B, H, tgt_len, src_len), make(B, H, tgt_len, src_len),
+            make(H, H, k, k) * 0.5, make(H))
+
+
+CASES = [(stack, padding, k, act)
+         for stack in ("encoder", "decoder", "cross")
+         for padding in ("none", "left", "right")
+         for k in (1, 3, 5)
+         for act in ACTIVATIONS
+         if k == 3 or act == "relu"]  # every kernel size with relu, every activation with k = 3
+
+
+@pytest.mark.parametrize("stack,padding,k,act", CASES)
+def test_forward_matches_the_composition_and_gradients_are_exact(stack, padding, k, act):
+    blocked, masked = masks(stack, padding)
+    causal = stack != "encoder"
+    alpha, beta = 0.7, 0.4
+    logits, prev, weight, bias = inputs(k, torch.float32)
+    out, mixed, conv_out, _ = evolve_map(logits.clone(), prev, weight, bias, alpha, beta, act,
+                                         causal, blocked, masked, keep_conv_out=True)
+    ref_out, ref_mixed, ref_conv = reference_evolve(logits, prev, weight, bias, alpha, beta, act,
+                                                    causal, blocked)
+    keep = torch.ones_like(out, dtype=torch.bool) if masked is None else ~masked.expand_as(out)
+    assert (out - ref_out)[keep].abs().max() < 1e-6
+    if masked is not None:
+        assert (out[~keep] == blocked_fill(torch.float32)).all()
+    assert (mixed - ref_mixed).abs().max() < 1e-6 and (conv_out - ref_conv).abs().max() < 1e-6
+
+    # float64: gradcheck of the hand-written backward, and autograd of the composition
+    logits, prev, weight, bias = (t.requires_grad_() for t in inputs(k, seed=1))
+    fused = lambda s, p, w, b: evolve_map(s.clone(), p, w, b, alpha, beta, act, causal,
+                                          blocked, masked)[0]
+    assert torch.autograd.gradcheck(fused, (logits, prev, weight, bias), eps=1e-6, atol=1e-5)
+    upstream = torch.randn_like(logits)
+    if masked is not None:
+        upstream = upstream.masked_fill(masked, 0.0)  # the softmax sees no masked cell
+    grads = torch.autograd.grad((fused(logits, prev, weight, bias) * upstream).sum(),
+                                (logits, prev, weight, bias))
+    ref = reference_evolve(logits, prev, weight, bias, alpha, beta, act, causal, blocked)[0]
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), (logits, prev, weight, bias))
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert torch.allclose(grad, ref_grad, atol=1e-10)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_incremental_rows_match_and_have_exact_gradients(k, act):
+    """One new target row against the k - 1 kept rows (narrower keys zero-extended)."""
+    src_len = 6
+    logits, prev, weight, bias = inputs(k, tgt_len=1, src_len=src_len, seed=2)
+    history = torch.randn(B, H, k - 1, src_len - 1, dtype=torch.float64)
+    blocked = torch.zeros(B, 1, 1, src_len, dtype=torch.bool)
+    blocked[1, ..., :2] = True  # left-padded keys of the second sentence
+    out, mixed, _, new_history = evolve_map(logits.clone(), prev, weight, bias, 0.6, 0.5, act,
+                                            True, blocked, None, history)
+    ref_out, ref_mixed, _ = reference_evolve(logits, prev, weight, bias, 0.6, 0.5, act, True,
+                                             blocked, history)
+    assert torch.allclose(out, ref_out, atol=1e-12)
+    expected_history = torch.cat(
+        [torch.nn.functional.pad(history, (0, 1)), ref_mixed], dim=2)[:, :, 1:]
+    assert new_history.shape == (B, H, k - 1, src_len)
+    assert torch.equal(new_history, expected_history)
+
+    args = tuple(t.requires_grad_() for t in (logits, prev, weight, bias))
+    fused = lambda s, p, w, b: evolve_map(s.clone(), p, w, b, 0.6, 0.5, act, True, blocked,
+                                          None, history)[0]
+    assert torch.autograd.gradcheck(fused, args, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_stays_finite_along_a_chain(dtype):
+    blocked, masked = masks("decoder", "right")
+    logits, prev, weight, bias = inputs(3, dtype)
+    for _ in range(4):  # each layer mixes in its predecessor's masked map
+        prev, _, _, _ = evolve_map(logits.clone() * 30, prev, weight, bias, 0.9, 0.5, "relu",
+                                   True, blocked, masked)
+        assert torch.isfinite(prev).all()
+        probs = torch.softmax(prev.float(), -1)
+        assert torch.isfinite(probs).all() and (probs[masked.expand_as(probs)] == 0).all()
+
+
+def test_saves_only_what_the_gradients_need():
+    """The convolution's input (one map) and a bool sign map; the composition keeps more."""
+    blocked, masked = masks("decoder", "left", tgt_len=32, src_len=32)
+    logits, prev, weight, bias = (t.float().requires_grad_() for t in inputs(3, tgt_len=32,
+                                                                             src_len=32))
+    map_bytes = logits.numel() * 4
+
+    def saved_bytes(fn):
+        seen = {}
+
+        def pack(tensor):
+            seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn()
+        return sum(seen.values())
+
+    fused = saved_bytes(lambda: evolve_map(logits.clone(), prev, weight, bias, 0.8, 0.5, "relu",
+                                           True, blocked, masked))
+    reference = saved_bytes(lambda: reference_evolve(logits, prev, weight, bias, 0.8, 0.5, "relu",
+                                                     True, blocked))
+    assert fused <= 1.25 * map_bytes + 4096
+    assert reference >= 2 * map_bytes

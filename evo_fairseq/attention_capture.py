@@ -62,7 +62,8 @@ class AttentionCapture:
         return False
 
     def _record(self, stack, layer, name, tensor):
-        self.maps[(stack, layer)][name] = tensor.detach().float().cpu()
+        # a copy: the evolution reuses the logits' storage for later maps
+        self.maps[(stack, layer)][name] = tensor.detach().to("cpu", torch.float32, copy=True)
 
     def _attach(self, stack, layer, module):
         num_heads = module.num_heads

@@ -5,16 +5,23 @@
 """Time and memory of one EA attention layer against fairseq's MultiheadAttention.
 
     python -m evo_fairseq.benchmark scaling [--lengths 16 32 64 128 256 512]
-        [--batch-size 8] [--embed-dim 512] [--heads 8] [--out FILE.md]
+        [--batch-size 8] [--embed-dim 512] [--heads 8] [--repeats 5] [--out FILE.md]
 
 For each sequence length: forward+backward of a self-attention layer (the EA
 layer is an evolving one, i.e. layer >= 2, with the default 3x3 convolution),
 the activation memory it keeps for the backward pass (bytes of the tensors
 saved by autograd; on a GPU, peak allocated memory), and one incremental
 decoding step of causal self-attention with that many cached positions.
+
+In a checkout with the test suite, the same layer with the map transform as the
+plain composition of tensor operations (``tests/ea_reference.py``, the fused
+transform's test oracle) is measured too, in the same run, interleaved
+(plain, fused, composition per repeat).
 """
 
 import argparse
+import importlib.util
+import os
 import statistics
 import time
 
@@ -24,13 +31,50 @@ from fairseq.modules import MultiheadAttention
 from evo_fairseq.modules import AttentionChain, EvolvingAttentionConfig, EvolvingMultiheadAttention
 
 
-def build(kind, embed_dim, heads, stack):
+REFERENCE = os.path.join(os.path.dirname(__file__), os.pardir, "tests", "ea_reference.py")
+
+
+def load_composition():
+    """``reference_evolve`` from tests/ea_reference.py, or None outside a checkout."""
+    if not os.path.isfile(REFERENCE):
+        return None
+    spec = importlib.util.spec_from_file_location("ea_reference", REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reference_evolve
+
+
+def use_composition(evolving, reference_evolve):
+    """Make ``evolving`` compute its map with the plain composition (same results)."""
+
+    def forward(attn_logits, prev_attn_logits, blocked=None, prev_mixed_rows=None,
+                keep_conv_out=False, masked=None):
+        out, mixed, conv_out = reference_evolve(
+            attn_logits, prev_attn_logits, evolving.conv.weight, evolving.conv.bias,
+            evolving.effective_alpha, evolving.effective_beta, evolving.activation,
+            evolving.causal, blocked, prev_mixed_rows)
+        if masked is not None:
+            out = out.masked_fill(masked, torch.finfo(out.dtype).min / 2)
+        rows = None
+        if prev_mixed_rows is not None:
+            history = torch.nn.functional.pad(
+                prev_mixed_rows, (0, mixed.size(-1) - prev_mixed_rows.size(-1)))
+            window = torch.cat([history, mixed], dim=2)
+            rows = window[:, :, window.size(2) - prev_mixed_rows.size(2):]
+        return out, mixed, conv_out, rows
+
+    evolving.forward = forward
+
+
+def build(kind, embed_dim, heads, stack, reference_evolve=None):
     if kind == "plain":
         return MultiheadAttention(embed_dim, heads, self_attention=True), None
     chain = AttentionChain(stack, EvolvingAttentionConfig())
     chain.add_layer(heads)  # layer 1
     module = EvolvingMultiheadAttention(
         embed_dim, heads, chain=chain, evolving=chain.add_layer(heads), self_attention=True)
+    if kind == "composition":
+        use_composition(module.evolving, reference_evolve)
     return module, chain
 
 
@@ -63,8 +107,8 @@ def saved_activation_bytes(fn):
     return sum(seen.values())
 
 
-def measure(kind, length, args, device):
-    module, chain = build(kind, args.embed_dim, args.heads, "encoder")
+def measure(kind, length, args, device, reference_evolve=None):
+    module, chain = build(kind, args.embed_dim, args.heads, "encoder", reference_evolve)
     module = module.to(device).train()
     x = torch.randn(length, args.batch_size, args.embed_dim, device=device, requires_grad=True)
     prev = torch.randn(args.batch_size, args.heads, length, length, device=device)
@@ -89,7 +133,7 @@ def measure(kind, length, args, device):
         result["memory_mb"] = saved_activation_bytes(forward) / 2**20
 
     # one incremental decoding step with `length` cached positions
-    step_module, step_chain = build(kind, args.embed_dim, args.heads, "decoder")
+    step_module, step_chain = build(kind, args.embed_dim, args.heads, "decoder", reference_evolve)
     step_module = step_module.to(device).eval()
     head_dim = args.embed_dim // args.heads
     cached = torch.randn(args.batch_size, args.heads, length, head_dim, device=device)
@@ -121,7 +165,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--embed-dim", type=int, default=512)
     parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds (plain, EA, composition, ...); medians over them")
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--out", help="also write the markdown table here")
     args = parser.parse_args(argv)
@@ -130,23 +176,45 @@ def main(argv=None):
     memory_kind = "peak allocated" if device == "cuda" else "saved for backward"
     lines = [
         f"One self-attention layer, batch {args.batch_size}, {args.embed_dim} dims, "
-        f"{args.heads} heads, {device}; median of {args.repeats}.", "",
+        f"{args.heads} heads, {device}; median of {args.rounds} interleaved rounds, each the "
+        f"median of {args.repeats} runs.", "",
         f"| length | fwd+bwd plain (ms) | fwd+bwd EA (ms) | ratio | memory plain (MB, "
         f"{memory_kind}) | memory EA (MB) | ratio | incremental step plain (ms) | "
         f"step EA (ms) | ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    reference_evolve = load_composition()
+    kinds = ["plain", "ea"] + (["composition"] if reference_evolve is not None else [])
     rows = []
     for length in args.lengths:
-        plain = measure("plain", length, args, device)
-        ea = measure("ea", length, args, device)
-        rows.append({"length": length, "plain": plain, "ea": ea})
+        # interleaved: each repeat measures every kind once, then the medians are taken
+        samples = {kind: [] for kind in kinds}
+        for _ in range(args.rounds):
+            for kind in kinds:
+                samples[kind].append(measure(kind, length, args, device, reference_evolve))
+        result = {kind: {name: statistics.median(s[name] for s in samples[kind])
+                         for name in samples[kind][0]} for kind in kinds}
+        plain, ea = result["plain"], result["ea"]
+        rows.append({"length": length, **result})
         lines.append(
             f"| {length} | {plain['train_ms']:.2f} | {ea['train_ms']:.2f} | "
             f"{ea['train_ms'] / plain['train_ms']:.2f}x | {plain['memory_mb']:.3f} | "
             f"{ea['memory_mb']:.3f} | {ea['memory_mb'] / plain['memory_mb']:.2f}x | "
             f"{plain['step_ms']:.3f} | {ea['step_ms']:.3f} | {ea['step_ms'] / plain['step_ms']:.2f}x |")
         print(lines[-1], flush=True)
+    if "composition" in kinds:
+        lines += ["", "The same EA layer with the map transform as the plain composition "
+                  "(tests/ea_reference.py), same run:", "",
+                  "| length | fwd+bwd composition (ms) | ratio to plain | fused / composition | "
+                  "memory composition (MB) | ratio to plain | step composition (ms) | ratio to plain |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in rows:
+            plain, ea, comp = row["plain"], row["ea"], row["composition"]
+            lines.append(
+                f"| {row['length']} | {comp['train_ms']:.2f} | "
+                f"{comp['train_ms'] / plain['train_ms']:.2f}x | {ea['train_ms'] / comp['train_ms']:.2f}x | "
+                f"{comp['memory_mb']:.3f} | {comp['memory_mb'] / plain['memory_mb']:.2f}x | "
+                f"{comp['step_ms']:.3f} | {comp['step_ms'] / plain['step_ms']:.2f}x |")
     table = "\n".join(lines) + "\n"
     if args.out:
         with open(args.out, "w") as f:

@@ -47,12 +47,15 @@ def test_scaling_table(tmp_path):
          "--out", out])
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines()
             if line.startswith("| 8 ") or line.startswith("| 32 ")]
-    assert len(rows) == 2
-    for cells in rows:
+    assert len(rows) == 4  # the main table, then the composition's (same run)
+    for cells, composition in zip(rows[:2], rows[2:]):
         values = [float(c.strip().rstrip("x")) for c in cells]
         assert all(v > 0 for v in values)
         memory_plain, memory_ea = values[4], values[5]
         assert memory_ea > memory_plain  # EA keeps its maps for the backward pass
+        composition = [float(c.strip().rstrip("x")) for c in composition]
+        assert all(v > 0 for v in composition)
+        assert composition[3] > memory_ea  # the composition keeps more for backward
 
 
 def test_sweep_ranks_ea_runs_scored_on_valid(tiny_data_bin, tmp_path):

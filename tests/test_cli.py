@@ -174,13 +174,20 @@ def test_inspect_captures_what_the_model_computes(trained, prepared, tmp_path):
             if layer == 1:
                 assert f"{key}/mixed" not in arrays
                 assert np.array_equal(arrays[f"{key}/evolved"], arrays[f"{key}/logits"])
-            else:  # the evolution itself, from the saved arrays
+            else:  # the evolution itself, from the saved arrays, on the cells not masked
+                # (masked cells: 0 in mixed, the convolution's input; a large negative
+                # number in evolved, the softmax's input)
+                allowed = np.ones(shapes[stack], dtype=bool)
+                if stack == "decoder":
+                    allowed &= ~np.triu(np.ones((n_tgt, n_tgt), dtype=bool), k=1)
+                    assert (arrays[f"{key}/mixed"][~allowed] == 0).all()
+                    assert (arrays[f"{key}/evolved"][~allowed] < -1e30).all()
                 mixed = arrays[f"{key}/mixed"]
                 prev = arrays[f"{stack}/layer{layer - 1}/evolved"]
-                assert np.allclose(mixed, (1 - alpha) * arrays[f"{key}/logits"] + alpha * prev,
-                                   atol=1e-5)
-                assert np.allclose(arrays[f"{key}/evolved"],
-                                   beta * arrays[f"{key}/conv"] + (1 - beta) * mixed, atol=1e-5)
+                expected = (1 - alpha) * arrays[f"{key}/logits"] + alpha * prev
+                assert np.allclose(mixed[allowed], expected[allowed], atol=1e-5)
+                expected = beta * arrays[f"{key}/conv"] + (1 - beta) * mixed
+                assert np.allclose(arrays[f"{key}/evolved"][allowed], expected[allowed], atol=1e-5)
                 assert (arrays[f"{key}/conv"] >= 0).all()  # relu
     # the table: one row per evolving layer
     assert "| cross | 3 |" in out and "| encoder | 2 |" in out and "| decoder | 2 |" in out

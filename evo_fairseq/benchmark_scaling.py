@@ -157,6 +157,44 @@ def measure(kind, length, args, device, reference_evolve=None):
     return result
 
 
+def profile(length, args, device, top=12):
+    """Markdown: the EA layer's forward+backward by operation (self time), against plain."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    lines = []
+    for kind in ("plain", "ea"):
+        module, chain = build(kind, args.embed_dim, args.heads, "encoder")
+        module = module.to(device).train()
+        x = torch.randn(length, args.batch_size, args.embed_dim, device=device, requires_grad=True)
+        prev = torch.randn(args.batch_size, args.heads, length, length, device=device)
+
+        def step():
+            if chain is not None:
+                chain.open(None)
+                chain.prev_attn_logits = prev
+            module(x, x, x, need_weights=False)[0].sum().backward()
+
+        for _ in range(2):
+            step()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+        with torch_profile(activities=activities) as prof:
+            for _ in range(args.repeats):
+                step()
+        events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+        attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+        total = sum(getattr(e, attr) for e in events)
+        events.sort(key=lambda e: -getattr(e, attr))
+        lines += [f"{kind} layer, length {length}: {total / 1e3 / args.repeats:.2f} ms per "
+                  "forward+backward (profiled)", "",
+                  "| operation | calls | ms per step | share |", "|---|---|---|---|"]
+        for e in events[:top]:
+            ms = getattr(e, attr) / 1e3 / args.repeats
+            lines.append(f"| `{e.key}` | {e.count // args.repeats} | {ms:.2f} | "
+                         f"{100 * getattr(e, attr) / total:.0f}% |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m evo_fairseq.benchmark scaling",
                                      description=__doc__,
@@ -170,9 +208,18 @@ def main(argv=None):
                         help="interleaved rounds (plain, EA, composition, ...); medians over them")
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--out", help="also write the markdown table here")
+    parser.add_argument("--profile", type=int, metavar="LENGTH",
+                        help="print a profile by operation at this length instead of the table")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     torch.manual_seed(0)
+    if args.profile:
+        text = profile(args.profile, args, device)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text)
+        print(text)
+        return text
     memory_kind = "peak allocated" if device == "cuda" else "saved for backward"
     lines = [
         f"One self-attention layer, batch {args.batch_size}, {args.embed_dim} dims, "

@@ -107,7 +107,9 @@ def saved_activation_bytes(fn):
     return sum(seen.values())
 
 
-def measure(kind, length, args, device, reference_evolve=None):
+def self_attention_forward(kind, length, args, device, reference_evolve=None):
+    """A training-mode self-attention layer of ``kind`` and a function running its forward
+    pass on a random batch (an EA layer gets a random map from its predecessor)."""
     module, chain = build(kind, args.embed_dim, args.heads, "encoder", reference_evolve)
     module = module.to(device).train()
     x = torch.randn(length, args.batch_size, args.embed_dim, device=device, requires_grad=True)
@@ -119,6 +121,12 @@ def measure(kind, length, args, device, reference_evolve=None):
             chain.prev_attn_logits = prev
         out, _ = module(x, x, x, need_weights=False)
         return out
+
+    return forward
+
+
+def measure(kind, length, args, device, reference_evolve=None):
+    forward = self_attention_forward(kind, length, args, device, reference_evolve)
 
     def forward_backward():
         forward().sum().backward()
@@ -163,16 +171,10 @@ def profile(length, args, device, top=12):
 
     lines = []
     for kind in ("plain", "ea"):
-        module, chain = build(kind, args.embed_dim, args.heads, "encoder")
-        module = module.to(device).train()
-        x = torch.randn(length, args.batch_size, args.embed_dim, device=device, requires_grad=True)
-        prev = torch.randn(args.batch_size, args.heads, length, length, device=device)
+        forward = self_attention_forward(kind, length, args, device)
 
         def step():
-            if chain is not None:
-                chain.open(None)
-                chain.prev_attn_logits = prev
-            module(x, x, x, need_weights=False)[0].sum().backward()
+            forward().sum().backward()
 
         for _ in range(2):
             step()

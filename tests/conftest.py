@@ -28,6 +28,16 @@ TINY_MODEL = [
 ]
 
 
+def small_model(encoder_layers=2, decoder_layers=3, dim=16, heads=2):
+    """fairseq-train options of a small transformer (EA or plain, by --arch)."""
+    return [
+        "--encoder-layers", str(encoder_layers), "--decoder-layers", str(decoder_layers),
+        "--encoder-embed-dim", str(dim), "--decoder-embed-dim", str(dim),
+        "--encoder-ffn-embed-dim", str(2 * dim), "--decoder-ffn-embed-dim", str(2 * dim),
+        "--encoder-attention-heads", str(heads), "--decoder-attention-heads", str(heads),
+    ]
+
+
 def write_dictionary(path, num_symbols):
     with open(path, "w") as f:
         for i in range(num_symbols):

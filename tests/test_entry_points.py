@@ -5,7 +5,7 @@ same values, bad values stop it) and fairseq's TensorBoard logging."""
 import pytest
 from fairseq import checkpoint_utils
 
-from conftest import ROOT, fairseq_cli, run
+from conftest import ROOT, fairseq_cli, run, small_model
 from evo_fairseq.modules import EvolvingAttention, EvolvingMultiheadAttention
 
 CONFIG = ["--config-dir", ROOT / "examples" / "hydra", "--config-name", "ea_transformer_multi30k"]
@@ -61,10 +61,7 @@ def test_tensorboard_logdir_writes_training_and_validation_losses(tiny_data_bin,
 
     logdir = tmp_path / "tb"
     out = run([fairseq_cli("train"), tiny_data_bin, "--user-dir", ROOT / "evo_fairseq",
-               "--arch", "ea_transformer", "--encoder-layers", "2", "--decoder-layers", "2",
-               "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-               "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-               "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+               "--arch", "ea_transformer", *small_model(decoder_layers=2),
                "--optimizer", "adam", "--lr", "0.003", "--max-tokens", "400", "--max-update", "4",
                "--cpu", "--log-interval", "1", "--no-save", "--tensorboard-logdir", logdir])
     assert "tensorboard not found" not in out.stdout + out.stderr

@@ -5,15 +5,10 @@ convolution (with fairseq's list-vs-string bug fixed in compat.py)."""
 import torch
 from fairseq import checkpoint_utils
 
-from conftest import ROOT, build_model, fairseq_cli, random_batch, run
+from conftest import ROOT, small_model, build_model, fairseq_cli, random_batch, run
 from evo_fairseq import compat
 
-MODEL = [
-    "--share-all-embeddings", "--encoder-layers", "3", "--decoder-layers", "3",
-    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-]
+MODEL = ["--share-all-embeddings", *small_model(encoder_layers=3, decoder_layers=3)]
 TRAIN = [
     "--user-dir", ROOT / "evo_fairseq", "--optimizer", "adam", "--lr", "0.003",
     "--criterion", "label_smoothed_cross_entropy", "--max-tokens", "400", "--seed", "5",

@@ -4,14 +4,9 @@ the reason. A new option that breaks belongs in this list."""
 
 import pytest
 
-from conftest import ROOT, fairseq_cli, run
+from conftest import ROOT, small_model, fairseq_cli, run
 
-BASE = [
-    "--encoder-layers", "2", "--decoder-layers", "3",
-    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-]
+BASE = small_model()
 TRAIN = [
     "--user-dir", ROOT / "evo_fairseq", "--arch", "ea_transformer", "--optimizer", "adam",
     "--lr", "0.003", "--criterion", "label_smoothed_cross_entropy", "--max-tokens", "300",

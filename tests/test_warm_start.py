@@ -6,16 +6,11 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, build_model, fairseq_cli, random_batch, run
+from conftest import ROOT, small_model, build_model, fairseq_cli, random_batch, run
 from evo_fairseq.modules import EvolvingAttention
 from evo_fairseq.warm_start import ea_model_args
 
-TINY = [
-    "--share-all-embeddings", "--encoder-layers", "2", "--decoder-layers", "3",
-    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-]
+TINY = ["--share-all-embeddings", *small_model()]
 TRAIN = [
     "--user-dir", ROOT / "evo_fairseq", "--optimizer", "adam", "--lr", "0.003",
     "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",

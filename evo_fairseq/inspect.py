@@ -12,7 +12,9 @@ For each sentence it writes ``DIR/sentence-N.png`` (rows = layers, columns =
 encoder self-, decoder self- and cross-attention; softmax probabilities, heads
 averaged or one head; tick labels = subword tokens) and ``DIR/sentence-N.npz``
 with the raw arrays ``{stack}/layer{L}/{map}`` of shape (heads, tgt_len, src_len),
-map in logits, mixed, conv (evolving layers only), evolved, probs; and the
+map in logits, mixed, conv (evolving layers only), evolved, probs (mixed is the
+convolution's input, 0 at masked cells; evolved is the softmax's input, whose
+masked cells hold a large negative number in evolving layers); and the
 tokens ``source_tokens``, ``target_tokens`` (produced, one per query row of the
 decoder stacks) and ``decoder_input_tokens`` (keys of decoder self-attention).
 It prints, per stack and layer, how much the probability map differs from the

@@ -63,11 +63,12 @@ class EvolvingMapFunction(torch.autograd.Function):
             pre = F.conv2d(conv_in, weight, bias, padding=half)
 
         sign = saved_pre = None
+        training = any(ctx.needs_input_grad[:4])  # nothing to keep for inference
         if activation in ("relu", "leaky_relu"):
-            sign = pre > 0
+            sign = pre > 0 if training else None
             conv_out = pre.relu_() if activation == "relu" else F.leaky_relu_(pre, LEAKY_SLOPE)
         elif activation == "gelu":
-            saved_pre = pre
+            saved_pre = pre if training else None
             conv_out = F.gelu(pre)
         else:
             conv_out = pre
@@ -86,7 +87,8 @@ class EvolvingMapFunction(torch.autograd.Function):
         if masked is not None:
             out.masked_fill_(masked, blocked_fill(out.dtype))
 
-        ctx.save_for_backward(conv_in, weight, history, blocked, masked, sign, saved_pre)
+        if training:
+            ctx.save_for_backward(conv_in, weight, history, blocked, masked, sign, saved_pre)
         ctx.settings = (alpha, beta, activation, causal, half, bias is not None)
         return out
 
@@ -99,7 +101,7 @@ class EvolvingMapFunction(torch.autograd.Function):
             grad_out = grad_out.masked_fill(masked, 0.0)
         grad_act = grad_out * beta
         if activation == "relu":
-            grad_pre = grad_act.masked_fill_(~sign, 0.0)
+            grad_pre = grad_act.mul_(sign)
         elif activation == "leaky_relu":
             grad_pre = torch.where(sign, grad_act, grad_act * LEAKY_SLOPE)
         elif activation == "gelu":

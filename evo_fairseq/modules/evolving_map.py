@@ -39,58 +39,67 @@ def blocked_fill(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min / 2
 
 
+def _forward(ctx, logits, prev, weight, bias, history, blocked, masked, alpha, beta,
+             activation, causal, extras, training):
+    """The forward pass; with ``training``, ``ctx`` keeps what the backward pass needs."""
+    k = weight.size(-1)
+    half = k // 2
+    tgt_len = logits.size(2)
+    prev = prev.to(logits.dtype)
+    if blocked is None:  # M is the convolution's input, kept for backward: a new tensor
+        mixed = conv_in = torch.lerp(logits, prev, alpha)
+    else:  # M in S's storage (A goes there too), its zeroed copy for the convolution
+        mixed = logits.lerp_(prev, alpha)
+        if ctx is not None:
+            ctx.mark_dirty(logits)
+        conv_in = mixed.masked_fill(blocked, 0.0)
+
+    if history is not None:
+        window = torch.cat([history.to(conv_in.dtype), conv_in], dim=2)
+        extras["window"] = window
+        pre = F.conv2d(window, weight, bias, padding=(0, half))
+    elif causal:
+        pre = F.conv2d(conv_in, weight, bias, padding=(k - 1, half))[:, :, :tgt_len]
+    else:
+        pre = F.conv2d(conv_in, weight, bias, padding=half)
+
+    sign = saved_pre = None
+    if activation in ("relu", "leaky_relu"):
+        sign = pre > 0 if training else None
+        conv_out = pre.relu_() if activation == "relu" else F.leaky_relu_(pre, LEAKY_SLOPE)
+    elif activation == "gelu":
+        saved_pre = pre if training else None
+        conv_out = F.gelu(pre)
+    else:
+        conv_out = pre
+    # side outputs (no gradient): autograd allows one output for an in-place view
+    extras["mixed"] = conv_in.detach()
+    if extras.get("keep_conv_out"):
+        extras["conv_out"] = conv_out.detach().clone()
+
+    if conv_in is not mixed:
+        # M is needed no more (the convolution's input is its zeroed copy): A takes S's storage
+        out = mixed.lerp_(conv_out, beta)
+    elif conv_out.is_contiguous() and saved_pre is not conv_out:
+        out = torch.lerp(mixed, conv_out, beta, out=conv_out)
+    else:
+        out = torch.lerp(mixed, conv_out, beta)
+    if masked is not None:
+        out.masked_fill_(masked, blocked_fill(out.dtype))
+
+    if training:
+        ctx.save_for_backward(conv_in, weight, history, blocked, masked, sign, saved_pre)
+        ctx.settings = (alpha, beta, activation, causal, half, bias is not None)
+    return out
+
+
 class EvolvingMapFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, prev, weight, bias, history, blocked, masked, alpha, beta,
                 activation, causal, extras):
-        k = weight.size(-1)
-        half = k // 2
-        tgt_len = logits.size(2)
-        prev = prev.to(logits.dtype)
-        if blocked is None:  # M is the convolution's input, kept for backward: a new tensor
-            mixed = conv_in = torch.lerp(logits, prev, alpha)
-        else:  # M in S's storage (A goes there too), its zeroed copy for the convolution
-            mixed = logits.lerp_(prev, alpha)
-            ctx.mark_dirty(logits)
-            conv_in = mixed.masked_fill(blocked, 0.0)
-
-        if history is not None:
-            window = torch.cat([history.to(conv_in.dtype), conv_in], dim=2)
-            pre = F.conv2d(window, weight, bias, padding=(0, half))
-        elif causal:
-            pre = F.conv2d(conv_in, weight, bias, padding=(k - 1, half))[:, :, :tgt_len]
-        else:
-            pre = F.conv2d(conv_in, weight, bias, padding=half)
-
-        sign = saved_pre = None
         training = any(ctx.needs_input_grad[:4])  # nothing to keep for inference
-        if activation in ("relu", "leaky_relu"):
-            sign = pre > 0 if training else None
-            conv_out = pre.relu_() if activation == "relu" else F.leaky_relu_(pre, LEAKY_SLOPE)
-        elif activation == "gelu":
-            saved_pre = pre if training else None
-            conv_out = F.gelu(pre)
-        else:
-            conv_out = pre
-        # side outputs (no gradient): autograd allows one output for an in-place view
-        extras["mixed"] = conv_in.detach()
-        if extras.get("keep_conv_out"):
-            extras["conv_out"] = conv_out.detach().clone()
-
-        if conv_in is not mixed:
-            # M is needed no more (the convolution's input is its zeroed copy): A takes S's storage
-            out = mixed.lerp_(conv_out, beta)
-        elif conv_out.is_contiguous() and saved_pre is not conv_out:
-            out = torch.lerp(mixed, conv_out, beta, out=conv_out)
-        else:
-            out = torch.lerp(mixed, conv_out, beta)
-        if masked is not None:
-            out.masked_fill_(masked, blocked_fill(out.dtype))
-
-        if training:
-            ctx.save_for_backward(conv_in, weight, history, blocked, masked, sign, saved_pre)
-        ctx.settings = (alpha, beta, activation, causal, half, bias is not None)
-        return out
+        return _forward(ctx, logits, prev, weight, bias, history, blocked, masked, alpha, beta,
+                        activation, causal, extras, training)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -183,11 +192,15 @@ def evolve_map(
         if history.size(-1) < src_len:
             history = F.pad(history, (0, src_len - history.size(-1)))
     extras = {"keep_conv_out": keep_conv_out}
-    out = EvolvingMapFunction.apply(
-        logits, prev, weight, bias, history, blocked, masked, float(alpha), float(beta),
-        activation, causal, extras)
+    args = (logits, prev, weight, bias, history, blocked, masked, float(alpha), float(beta),
+            activation, causal, extras)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (logits, prev, weight, bias)
+                                       if t is not None):
+        out = EvolvingMapFunction.apply(*args)
+    else:  # inference (beam search steps): no autograd bookkeeping at all
+        out = _forward(None, *args, training=False)
     mixed, conv_out = extras["mixed"], extras.get("conv_out")
     if history is not None:
-        window = torch.cat([history.to(mixed.dtype), mixed], dim=2)
+        window = extras["window"]
         new_history = window[:, :, window.size(2) - history.size(2):]
     return out, mixed, conv_out, new_history

@@ -29,6 +29,10 @@ ranks the EA-only runs of a hyper-parameter sweep (one ``DIR/*/benchmark.json`` 
     python -m evo_fairseq.benchmark warmstart DIR --reference REF --plain-updates P
 
 reports the warm-start comparison (plain, fine-tuned plain / EA / ramped EA, EA from scratch).
+
+    python -m evo_fairseq.benchmark transform [--lengths 64 128 256]
+
+times the evolving map transform alone: fused, plain composition, torch.compile of it.
 """
 
 import argparse
@@ -271,6 +275,9 @@ def main(argv=None):
     if argv[:1] == ["sweep"]:
         from evo_fairseq.benchmark_sweep import main as sweep_main
         return sweep_main(argv[1:])
+    if argv[:1] == ["transform"]:
+        from evo_fairseq.benchmark_transform import main as transform_main
+        return transform_main(argv[1:])
     if argv[:1] == ["warmstart"]:
         from evo_fairseq.benchmark_warmstart import main as warmstart_main
         return warmstart_main(argv[1:])

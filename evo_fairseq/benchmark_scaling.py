@@ -23,6 +23,7 @@ import argparse
 import importlib.util
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -40,6 +41,7 @@ def load_composition():
         return None
     spec = importlib.util.spec_from_file_location("ea_reference", REFERENCE)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # importable by name (torch.compile traces through it)
     spec.loader.exec_module(module)
     return module.reference_evolve
 

@@ -81,3 +81,14 @@ def test_sweep_ranks_ea_runs_scored_on_valid(tiny_data_bin, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "evo_fairseq.benchmark", "sweep", sweep],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "scored on the validation set only" in proc.stderr
+
+
+def test_transform_benchmark_times_fused_and_composition():
+    proc = run([sys.executable, "-m", "evo_fairseq.benchmark", "transform", "--lengths", "8",
+                "--batch-size", "2", "--heads", "2", "--repeats", "1", "--rounds", "1",
+                "--no-compile", "--cpu"])
+    [row] = [line for line in proc.stdout.splitlines() if line.startswith("| 8 |")]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[3] == "-"
+    fused_mb, composition_mb = (float(v) for v in cells[4].split(" / "))
+    assert 0 < fused_mb < composition_mb

@@ -102,7 +102,7 @@ def main(argv=None):
                     samples.append(time.perf_counter() - start)
                 times[name].append(statistics.median(samples) * 1e3)
         ms = {name: statistics.median(values) for name, values in times.items()}
-        memory = " / ".join(f"{saved_mb(lambda: run(fn)):.1f}" for fn in kinds.values())
+        memory = " / ".join(f"{saved_mb(lambda: run(fn)):.3f}" for fn in kinds.values())
         compiled = f"{ms['compiled']:.2f}" if "compiled" in ms else "-"
         print(f"| {length} | {ms['fused']:.2f} | {ms['composition']:.2f} | {compiled} | "
               f"{memory} |", flush=True)

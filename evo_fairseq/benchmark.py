@@ -6,7 +6,8 @@
 
     python -m evo_fairseq.benchmark --data-bin DIR [--arch iwslt_de_en] [--quick]
         [--max-update N] [--seeds 1 2 3] [--bpe-codes CODES --reference REF]
-        [--model-args "..."] [--ea-args "..."] [--out-dir DIR]
+        [--model-args "..."] [--ea-args "..."] [--checkpoint best|last] [--jobs N]
+        [--figure PNG] [--out-dir DIR]
 
 Trains ``transformer_<arch>`` and ``ea_transformer_<arch>`` with identical
 settings (each in its own process), then reports for each, with the EA/plain
@@ -16,7 +17,11 @@ allocated CUDA memory), validation loss, generation speed with beam 5
 (sentences/s) and BLEU (detokenised sacreBLEU against ``--reference`` when
 given, else fairseq's sacreBLEU on the binarised references). Uses the GPU
 when there is one (with ``--fp16``). Writes ``DIR/benchmark.json`` and
-``DIR/benchmark.md``.
+``DIR/benchmark.md``. With both models and several seeds the markdown has a
+per-seed table (BLEU, validation loss, EA - plain, mean ± std). ``--checkpoint best``
+translates with ``checkpoint_best.pt`` (lowest validation loss, the convergence
+protocol); ``--jobs N`` runs N trainings at once; ``--figure`` draws the validation
+curves of both models and every seed.
 
     python -m evo_fairseq.benchmark scaling [--lengths 16 32 ... 512]
 
@@ -36,6 +41,7 @@ times the evolving map transform alone: fused, plain composition, torch.compile 
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
@@ -85,6 +91,12 @@ def run_child(module, args, log_path, peak_path):
             tail = f.read()[-3000:]
         raise SystemExit(f"error: {module} failed (log: {log_path}):\n{tail}")
     return seconds, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
+def validation_curve(text):
+    """``[[updates, loss], ...]`` of every validation in a fairseq-train log."""
+    return [[int(updates), float(loss)] for loss, updates in re.findall(
+        r"valid on 'valid' subset \| loss ([\d.]+) .*?\| num_updates (\d+)", text)]
 
 
 def parse_train_log(text, warmup):
@@ -160,12 +172,17 @@ def benchmark_model(arch, seed, args, out_dir, device):
     train_seconds, train_rss = run_child(
         "fairseq_cli.train", train_args, train_log, os.path.join(save_dir, "peak_train.json"))
     with open(train_log) as f:
-        wps, valid_loss = parse_train_log(f.read(), args.timing_warmup)
+        train_text = f.read()
+    wps, valid_loss = parse_train_log(train_text, args.timing_warmup)
+    curve = validation_curve(train_text)
+    if args.checkpoint == "best" and curve:  # checkpoint_best.pt: the lowest validation loss
+        valid_loss = min(loss for _, loss in curve)
     with open(os.path.join(save_dir, "peak_train.json")) as f:
         cuda_peak = json.load(f)["cuda_peak_bytes"]
 
     gen_args = common + [
-        "--path", os.path.join(save_dir, "checkpoint_last.pt"), "--gen-subset", args.gen_subset,
+        "--path", os.path.join(save_dir, f"checkpoint_{args.checkpoint}.pt"),
+        "--gen-subset", args.gen_subset,
         "--beam", "5", "--batch-size", str(args.gen_batch_size), "--scoring", "sacrebleu",
     ]
     if args.gen_length:  # every hypothesis exactly this long: same work for both models
@@ -188,6 +205,8 @@ def benchmark_model(arch, seed, args, out_dir, device):
         "train_tokens_per_s": statistics.median(wps) if wps else None,
         "peak_memory_mb": round((cuda_peak if device == "cuda" else train_rss) / 2**20, 1),
         "valid_loss": valid_loss,
+        "checkpoint": args.checkpoint,
+        "valid_curve": curve,
         **parse_generate_log(gen_text),
     }
     hyps = {int(i): h for i, h in re.findall(r"^D-(\d+)\t\S+\t(.*)$", gen_text, re.M)}
@@ -215,6 +234,66 @@ def summarise(runs, key):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def per_seed_rows(runs):
+    """Markdown rows: BLEU and validation loss of both models per seed, EA - plain, mean ± std."""
+    plain = {r["seed"]: r for r in runs["plain"]}
+    ea = {r["seed"]: r for r in runs["ea"]}
+    seeds = sorted(set(plain) & set(ea))
+    if not seeds:
+        return []
+    lines = ["| seed | transformer BLEU | ea_transformer BLEU | EA - plain | transformer valid loss "
+             "| ea_transformer valid loss |", "|---|---|---|---|---|---|"]
+    fmt = lambda v, f: "n/a" if v is None else f.format(v)
+    diffs = []
+    for seed in seeds:
+        p, e = plain[seed], ea[seed]
+        diff = None if p["bleu"] is None or e["bleu"] is None else e["bleu"] - p["bleu"]
+        diffs.append(diff)
+        lines.append(f"| {seed} | {fmt(p['bleu'], '{:.2f}')} | {fmt(e['bleu'], '{:.2f}')} | "
+                     f"{fmt(diff, '{:+.2f}')} | {fmt(p['valid_loss'], '{:.3f}')} | "
+                     f"{fmt(e['valid_loss'], '{:.3f}')} |")
+
+    def mean_std(values, f):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "n/a"
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{f.format(statistics.mean(values))} ± {f.format(std)}"
+
+    lines.append(
+        f"| mean ± std ({len(seeds)} seeds) | {mean_std([plain[s]['bleu'] for s in seeds], '{:.2f}')} | "
+        f"{mean_std([ea[s]['bleu'] for s in seeds], '{:.2f}')} | {mean_std(diffs, '{:+.2f}')} | "
+        f"{mean_std([plain[s]['valid_loss'] for s in seeds], '{:.3f}')} | "
+        f"{mean_std([ea[s]['valid_loss'] for s in seeds], '{:.3f}')} |")
+    return lines
+
+
+def plot_validation(report, path):
+    """Validation loss against updates, both models, every seed, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    colours = {"plain": "tab:blue", "ea": "tab:red"}
+    names = {"plain": "transformer", "ea": "ea_transformer"}
+    for side, runs in report["runs"].items():
+        for run in runs:
+            if run["valid_curve"]:
+                xs, ys = zip(*run["valid_curve"])
+                bleu = "" if run["bleu"] is None else f", BLEU {run['bleu']:.1f}"
+                ax.plot(xs, ys, color=colours[side], alpha=0.8, linewidth=1.2,
+                        label=f"{names[side]}, seed {run['seed']}{bleu}")
+    ax.set_xlabel("updates")
+    ax.set_ylabel("validation loss")
+    ax.set_title(f"{report['settings']['arch']}: validation loss ({report['machine']})", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def markdown(report):
     lines = [f"Machine: {report['machine']}", "",
              f"Command: `{report['command']}`", "",
@@ -225,6 +304,14 @@ def markdown(report):
         ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}x"
         lines.append(f"| {title} | {cell(row['plain_mean'], row['plain_std'])} | "
                      f"{cell(row['ea_mean'], row['ea_std'])} | {ratio} |")
+    settings = report["settings"]
+    seed_rows = per_seed_rows(report["runs"])
+    if seed_rows:
+        lines += ["", f"Per seed ({settings['max_update']} updates, checkpoint_{settings['checkpoint']}.pt):",
+                  "", *seed_rows]
+    if settings["jobs"] > 1:
+        lines += ["", f"{settings['jobs']} trainings ran at once on one device: throughput and "
+                      "memory are not a speed measurement."]
     return "\n".join(lines) + "\n"
 
 
@@ -240,12 +327,19 @@ def compare(args):
     os.makedirs(args.out_dir, exist_ok=True)
     runs = {"plain": [], "ea": []}
     archs = {"plain": f"transformer_{args.arch}", "ea": f"ea_transformer_{args.arch}"}
-    for seed in args.seeds:
-        for side in args.sides:
-            arch = archs[side]
-            print(f"==> {arch}, seed {seed} ({device})", flush=True)
-            result = benchmark_model(arch, seed, args, args.out_dir, device)
-            print("    " + json.dumps(result), flush=True)
+    jobs = [(side, seed) for seed in args.seeds for side in args.sides]
+
+    def run_job(job):
+        side, seed = job
+        print(f"==> {archs[side]}, seed {seed} ({device})", flush=True)
+        result = benchmark_model(archs[side], seed, args, args.out_dir, device)
+        print("    " + json.dumps({k: v for k, v in result.items() if k != "valid_curve"}),
+              flush=True)
+        return result
+
+    # --jobs N: N (model, seed) trainings at once (a small model leaves a GPU mostly idle)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for (side, _), result in zip(jobs, pool.map(run_job, jobs)):
             runs[side].append(result)
     summary = {}
     for key, _, _ in METRICS:
@@ -260,6 +354,8 @@ def compare(args):
               "runs": runs, "summary": summary}
     with open(os.path.join(args.out_dir, "benchmark.json"), "w") as f:
         json.dump(report, f, indent=2)
+    if args.figure:
+        plot_validation(report, args.figure)
     table = markdown(report)
     with open(os.path.join(args.out_dir, "benchmark.md"), "w") as f:
         f.write(table)
@@ -310,11 +406,19 @@ def main(argv=None):
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU when there is a GPU")
     parser.add_argument("--quick", action="store_true",
                         help="a few minutes on 2 cores: 30 updates, 10 timed, 1 seed")
+    parser.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                        help="checkpoint to translate with: checkpoint_best.pt is the one with the "
+                             "lowest validation loss (its loss is reported)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="(model, seed) trainings to run at once (on one GPU; on CPU keep 1)")
+    parser.add_argument("--figure", help="draw validation loss against updates to this PNG")
     parser.add_argument("--out-dir", default="benchmark")
     args = parser.parse_args(argv)
     args.argv = argv
     if args.quick:
         args.max_update, args.timing_warmup, args.seeds = 30, 5, args.seeds[:1]
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     if args.max_update <= args.timing_warmup:
         parser.error(f"--max-update ({args.max_update}) must exceed --timing-warmup "
                      f"({args.timing_warmup})")

@@ -92,3 +92,37 @@ def test_transform_benchmark_times_fused_and_composition():
     assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[3] == "-"
     fused_mb, composition_mb = (float(v) for v in cells[4].split(" / "))
     assert 0 < fused_mb < composition_mb
+
+
+def test_convergence_protocol_runs_jobs_at_once_and_reports_each_seed(tiny_data_bin, tmp_path):
+    """The code path of benchmark.sh converge, at a tiny size: --jobs 2 --checkpoint best."""
+    out_dir = tmp_path / "converge"
+    figure = tmp_path / "converge.png"
+    run([sys.executable, "-m", "evo_fairseq.benchmark", "--data-bin", tiny_data_bin,
+         "--arch", "tiny", "--max-update", "12", "--timing-warmup", "2", "--seeds", "1", "2",
+         "--jobs", "2", "--checkpoint", "best", "--gen-batch-size", "16", "--cpu",
+         "--train-args", "--optimizer adam --lr 3e-3 --max-tokens 1000",
+         "--figure", figure, "--out-dir", out_dir])
+    report = json.loads((out_dir / "benchmark.json").read_text())
+    assert report["settings"]["jobs"] == 2 and report["settings"]["checkpoint"] == "best"
+    for side in ("plain", "ea"):
+        assert [r["seed"] for r in report["runs"][side]] == [1, 2]
+        for result in report["runs"][side]:
+            curve = result["valid_curve"]
+            assert len(curve) >= 2 and curve[-1][0] == 12
+            assert result["valid_loss"] == min(loss for _, loss in curve)  # the best one
+            log = (out_dir / f"{result['arch']}-seed{result['seed']}" / "generate.log").read_text()
+            assert "checkpoint_best.pt" in log and result["sentences"] == 21
+    table = (out_dir / "benchmark.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()
+            if re.match(r"\| (1|2|mean) ", line)}
+    assert set(rows) == {"1", "2", "mean ± std (2 seeds)"}
+    for seed in (1, 2):
+        plain = next(r for r in report["runs"]["plain"] if r["seed"] == seed)
+        ea = next(r for r in report["runs"]["ea"] if r["seed"] == seed)
+        cells = [c.strip() for c in rows[str(seed)].split("|")[1:-1]]
+        assert cells[1:4] == [f"{plain['bleu']:.2f}", f"{ea['bleu']:.2f}",
+                              f"{ea['bleu'] - plain['bleu']:+.2f}"]
+        assert cells[4:] == [f"{plain['valid_loss']:.3f}", f"{ea['valid_loss']:.3f}"]
+    assert "2 trainings ran at once" in table
+    assert figure.stat().st_size > 10000

@@ -4,6 +4,10 @@
 #            validation set (detokenised sacreBLEU on val, then validation loss)
 #   quality  fairseq's transformer against ea_transformer at the same number of updates,
 #            one harness run per seed, BLEU on test2016
+#   converge fairseq's transformer against ea_transformer near convergence: the main job's
+#            model with dropout 0.3, 8192 tokens per batch, CONVERGE_UPDATES (3000) updates,
+#            checkpoint_best.pt by validation loss, BLEU on test2016, every seed, JOBS trainings
+#            at once (default 4 on a GPU, 1 on CPU); report, JSON and validation-curve figure
 #   warmstart  a plain transformer trained P updates, fine-tuned K more as (a) plain, (b) EA
 #            without a ramp, (c) EA with an alpha/beta ramp (scripts/finetune-ea.sh), against
 #            (d) EA from scratch for P + K updates; validation loss every 100 updates and
@@ -11,15 +15,16 @@
 # Both use the main job's model and optimiser (examples/multi30k/run.sh) through
 # python -m evo_fairseq.benchmark; each run writes its own benchmark.json/.md.
 #
-# Usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|warmstart} [WORK_DIR]
+# Usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|converge|warmstart} [WORK_DIR]
 #                                                          (default WORK_DIR: work/multi30k)
 #   SWEEP_UPDATES=200 QUALITY_UPDATES=300 SEEDS="1 2 3" EA_ARGS="--ea-alpha 0.8"
 #   ("all" runs the sweep, then the quality runs with the sweep's best setting)
+#   CONVERGE_UPDATES=3000 SEEDS="1 2 3" JOBS=4                          (converge)
 #   PLAIN_UPDATES=600 FINETUNE_UPDATES=300 RAMP_UPDATES=150 SEED=1   (warmstart)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/_env.sh"
 
-usage() { echo "usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|warmstart} [WORK_DIR]" >&2; exit 2; }
+usage() { echo "usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|converge|warmstart} [WORK_DIR]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 STEP=$1
 WORK=${2:-$ROOT/work/multi30k}
@@ -27,6 +32,8 @@ SWEEP_UPDATES=${SWEEP_UPDATES:-200}
 QUALITY_UPDATES=${QUALITY_UPDATES:-300}
 SEEDS=${SEEDS:-1 2 3}
 EA_ARGS=${EA_ARGS:-}
+CONVERGE_UPDATES=${CONVERGE_UPDATES:-3000}
+JOBS=${JOBS:-}
 PLAIN_UPDATES=${PLAIN_UPDATES:-600}
 FINETUNE_UPDATES=${FINETUNE_UPDATES:-300}
 RAMP_UPDATES=${RAMP_UPDATES:-150}
@@ -42,8 +49,8 @@ TRAIN_ARGS="--optimizer adam --adam-betas (0.9,0.98) --clip-norm 0.0 --lr 2e-3 -
   --warmup-updates 100 --dropout 0.1 --criterion label_smoothed_cross_entropy --label-smoothing 0.1
   --max-tokens 4096"
 
-case "$STEP" in sweep|quality|all|warmstart) ;; *)
-  echo "error: unknown step '$STEP' (allowed: sweep, quality, all, warmstart)" >&2; usage ;;
+case "$STEP" in sweep|quality|all|converge|warmstart) ;; *)
+  echo "error: unknown step '$STEP' (allowed: sweep, quality, all, converge, warmstart)" >&2; usage ;;
 esac
 
 echo "==> preparing Multi30k De-En"
@@ -60,6 +67,25 @@ harness() {
     --model-args "$MODEL_ARGS" --train-args "$TRAIN_ARGS" --gen-batch-size 128 \
     --bpe-codes "$PREP/code" "$@"
 }
+
+if [ "$STEP" = converge ]; then
+  if [ -z "$JOBS" ]; then
+    JOBS=$(python -c "import torch; print(4 if torch.cuda.is_available() else 1)")
+  fi
+  out=$BENCH/converge
+  CONVERGE_TRAIN="--optimizer adam --adam-betas (0.9,0.98) --clip-norm 0.0 --lr 2e-3
+    --lr-scheduler inverse_sqrt --warmup-updates 100 --dropout 0.3
+    --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 8192"
+  echo "==> converge: $CONVERGE_UPDATES updates, seeds $SEEDS, $JOBS at once, checkpoint_best.pt"
+  # shellcheck disable=SC2086
+  harness --seeds $SEEDS --max-update "$CONVERGE_UPDATES" --train-args "$CONVERGE_TRAIN" \
+    --ea-args "$EA_ARGS" --checkpoint best --jobs "$JOBS" --timing-warmup 100 \
+    --reference "$BENCH/test.en" --figure "$out.png" --out-dir "$out" > "$out.log" 2>&1 \
+    || { tail -20 "$out.log" >&2; exit 1; }
+  cat "$out/benchmark.md"
+  echo "figure: $out.png"
+  exit 0
+fi
 
 if [ "$STEP" = warmstart ]; then
   out=$BENCH/warmstart/seed$SEED

@@ -258,7 +258,7 @@ def per_seed_rows(runs):
         if not values:
             return "n/a"
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{f.format(statistics.mean(values))} ± {f.format(std)}"
+        return f"{f.format(statistics.mean(values))} ± {f.replace('+', '').format(std)}"
 
     lines.append(
         f"| mean ± std ({len(seeds)} seeds) | {mean_std([plain[s]['bleu'] for s in seeds], '{:.2f}')} | "

@@ -79,7 +79,8 @@ if [ "$STEP" = converge ]; then
   echo "==> converge: $CONVERGE_UPDATES updates, seeds $SEEDS, $JOBS at once, checkpoint_best.pt"
   # shellcheck disable=SC2086
   harness --seeds $SEEDS --max-update "$CONVERGE_UPDATES" --train-args "$CONVERGE_TRAIN" \
-    --ea-args "$EA_ARGS" --checkpoint best --jobs "$JOBS" --timing-warmup 100 \
+    --ea-args "$EA_ARGS" --checkpoint best --jobs "$JOBS" \
+    --timing-warmup $(( CONVERGE_UPDATES > 400 ? 100 : CONVERGE_UPDATES / 4 )) \
     --reference "$BENCH/test.en" --figure "$out.png" --out-dir "$out" > "$out.log" 2>&1 \
     || { tail -20 "$out.log" >&2; exit 1; }
   cat "$out/benchmark.md"

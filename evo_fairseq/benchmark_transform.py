@@ -19,20 +19,8 @@ import time
 
 import torch
 
-from evo_fairseq.benchmark_scaling import load_composition
+from evo_fairseq.benchmark_scaling import load_composition, saved_activation_bytes
 from evo_fairseq.modules.evolving_map import blocked_fill, evolve_map
-
-
-def saved_mb(fn):
-    seen = {}
-
-    def pack(tensor):
-        seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values()) / 2**20
 
 
 def main(argv=None):
@@ -102,7 +90,8 @@ def main(argv=None):
                     samples.append(time.perf_counter() - start)
                 times[name].append(statistics.median(samples) * 1e3)
         ms = {name: statistics.median(values) for name, values in times.items()}
-        memory = " / ".join(f"{saved_mb(lambda: run(fn)):.3f}" for fn in kinds.values())
+        memory = " / ".join(f"{saved_activation_bytes(lambda: run(fn)) / 2**20:.3f}"
+                            for fn in kinds.values())
         compiled = f"{ms['compiled']:.2f}" if "compiled" in ms else "-"
         print(f"| {length} | {ms['fused']:.2f} | {ms['composition']:.2f} | {compiled} | "
               f"{memory} |", flush=True)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ea_reference import reference_evolve
+from evo_fairseq.benchmark_scaling import saved_activation_bytes as saved_bytes
 from evo_fairseq.modules.evolving_map import ACTIVATIONS, blocked_fill, evolve_map
 
 B, H, T = 2, 3, 5
@@ -120,17 +121,6 @@ def test_saves_only_what_the_gradients_need():
     logits, prev, weight, bias = (t.float().requires_grad_() for t in inputs(3, tgt_len=32,
                                                                              src_len=32))
     map_bytes = logits.numel() * 4
-
-    def saved_bytes(fn):
-        seen = {}
-
-        def pack(tensor):
-            seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-            return tensor
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            fn()
-        return sum(seen.values())
 
     fused = saved_bytes(lambda: evolve_map(logits.clone(), prev, weight, bias, 0.8, 0.5, "relu",
                                            True, blocked, masked))

@@ -13,6 +13,7 @@ SMALL = [
     "model.encoder_embed_dim=16", "model.decoder_embed_dim=16",
     "model.encoder_ffn_embed_dim=32", "model.decoder_ffn_embed_dim=32",
     "model.decoder_layers=4", "optimization.max_update=2", "dataset.max_tokens=400",
+    "dataset.num_workers=0",
 ]
 
 

@@ -12,7 +12,8 @@ MODEL = ["--share-all-embeddings", *small_model(encoder_layers=3, decoder_layers
 TRAIN = [
     "--user-dir", ROOT / "evo_fairseq", "--optimizer", "adam", "--lr", "0.003",
     "--criterion", "label_smoothed_cross_entropy", "--max-tokens", "400", "--seed", "5",
-    "--no-epoch-checkpoints", "--cpu", "--log-format", "simple", "--log-interval", "1",
+    "--no-epoch-checkpoints", "--cpu", "--num-workers", "0", "--log-format", "simple",
+    "--log-interval", "1",
 ]
 
 

@@ -14,7 +14,7 @@ TINY = ["--share-all-embeddings", *small_model()]
 TRAIN = [
     "--user-dir", ROOT / "evo_fairseq", "--optimizer", "adam", "--lr", "0.003",
     "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-    "--max-tokens", "400", "--seed", "2", "--no-epoch-checkpoints", "--cpu",
+    "--max-tokens", "400", "--seed", "2", "--no-epoch-checkpoints", "--cpu", "--num-workers", "0",
     "--log-format", "simple", "--log-interval", "1", "--disable-validation",
 ]
 
@@ -95,7 +95,8 @@ def test_finetune_recipe_ramps_from_update_zero_and_resumes(tiny_data_bin, plain
     (prep / "data-bin").symlink_to(tiny_data_bin)
     save_dir = tmp_path / "ea"
     env = dict(NGPU="0", RAMP_UPDATES="8", MAX_UPDATE="3", MAX_TOKENS="400", SEED="2",
-               EXTRA_ARGS="--no-epoch-checkpoints --disable-validation --log-interval 1")
+               EXTRA_ARGS="--no-epoch-checkpoints --disable-validation --log-interval 1 "
+                          "--num-workers 0")
     log = run(["bash", ROOT / "scripts" / "finetune-ea.sh", plain_checkpoint, prep, save_dir],
               env=env)
     text = log.stdout + log.stderr

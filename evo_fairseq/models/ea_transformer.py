@@ -17,7 +17,6 @@ import logging
 import re
 
 from fairseq.distributed import fsdp_wrap
-from omegaconf import OmegaConf, open_dict
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import (
     TransformerDecoderBase,
@@ -36,6 +35,7 @@ from fairseq.modules.transformer_layer import (
     TransformerDecoderLayerBase,
     TransformerEncoderLayerBase,
 )
+from omegaconf import OmegaConf, open_dict
 
 from evo_fairseq.modules import (
     AttentionChain,

@@ -18,9 +18,9 @@ Backward is written by hand and keeps only what the gradients need: Mz (the
 convolution's input, which is also what the incremental decoder keeps) and, for
 relu and leaky_relu, the sign of the convolution's output as a bool map (gelu
 keeps its pre-activation; linear nothing). Blocked cells pass no gradient
-through the convolution, masked cells none at all. Incremental decoding passes the k - 1 kept mixed rows as ``history``:
-the convolution then runs on ``[history; M]`` without padding along tgt_len and
-yields exactly the new rows.
+through the convolution, masked cells none at all. Incremental decoding passes
+the k - 1 kept mixed rows as ``history``: the convolution then runs on
+``[history; M]`` without padding along tgt_len and yields exactly the new rows.
 """
 
 from typing import Optional, Tuple

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ea_reference import reference_evolve
-from evo_fairseq.benchmark_scaling import saved_activation_bytes as saved_bytes
+from evo_fairseq.benchmark.scaling import saved_activation_bytes as saved_bytes
 from evo_fairseq.modules.evolving_map import ACTIVATIONS, blocked_fill, evolve_map
 
 B, H, T = 2, 3, 5

@@ -20,7 +20,7 @@ import json
 import os
 import re
 
-from evo_fairseq.benchmark import sacrebleu_score
+from evo_fairseq.benchmark.compare import sacrebleu_score
 
 RUNS = [
     ("plain", "plain transformer, P updates (the starting point)"),

@@ -4,7 +4,7 @@
 # LICENSE file in the root directory of this source tree.
 """EA-Transformer against fairseq's transformer, side by side in one run.
 
-    python -m evo_fairseq.benchmark --data-bin DIR [--arch iwslt_de_en] [--quick]
+    python -m evo_fairseq.benchmark [compare] --data-bin DIR [--arch iwslt_de_en] [--quick]
         [--max-update N] [--seeds 1 2 3] [--bpe-codes CODES --reference REF]
         [--model-args "..."] [--ea-args "..."] [--checkpoint best|last] [--jobs N]
         [--figure PNG] [--out-dir DIR]
@@ -21,23 +21,8 @@ when there is one (with ``--fp16``). Writes ``DIR/benchmark.json`` and
 per-seed table (BLEU, validation loss, EA - plain, mean ± std). ``--checkpoint best``
 translates with ``checkpoint_best.pt`` (lowest validation loss, the convergence
 protocol); ``--jobs N`` runs N trainings at once; ``--figure`` draws the validation
-curves of both models and every seed.
-
-    python -m evo_fairseq.benchmark scaling [--lengths 16 32 ... 512]
-
-times one EA attention layer against fairseq's MultiheadAttention.
-
-    python -m evo_fairseq.benchmark sweep DIR [--best]
-
-ranks the EA-only runs of a hyper-parameter sweep (one ``DIR/*/benchmark.json`` each).
-
-    python -m evo_fairseq.benchmark warmstart DIR --reference REF --plain-updates P
-
-reports the warm-start comparison (plain, fine-tuned plain / EA / ramped EA, EA from scratch).
-
-    python -m evo_fairseq.benchmark transform [--lengths 64 128 256]
-
-times the evolving map transform alone: fused, plain composition, torch.compile of it.
+curves of both models and every seed (see ``converge``). Its throughput and memory are
+read from whole trainings; ``speed`` is the controlled speed measurement.
 """
 
 import argparse
@@ -54,7 +39,9 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+from evo_fairseq.benchmark.converge import per_seed_rows, plot_validation, validation_curve
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the plugin: --user-dir
 # One process per run; on exit it records the peak GPU memory (fairseq logs none).
 LAUNCHER = """
 import atexit, json, sys, torch
@@ -91,12 +78,6 @@ def run_child(module, args, log_path, peak_path):
             tail = f.read()[-3000:]
         raise SystemExit(f"error: {module} failed (log: {log_path}):\n{tail}")
     return seconds, usage.ru_maxrss * 1024  # Linux reports KiB
-
-
-def validation_curve(text):
-    """``[[updates, loss], ...]`` of every validation in a fairseq-train log."""
-    return [[int(updates), float(loss)] for loss, updates in re.findall(
-        r"valid on 'valid' subset \| loss ([\d.]+) .*?\| num_updates (\d+)", text)]
 
 
 def parse_train_log(text, warmup):
@@ -234,66 +215,6 @@ def summarise(runs, key):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def per_seed_rows(runs):
-    """Markdown rows: BLEU and validation loss of both models per seed, EA - plain, mean ± std."""
-    plain = {r["seed"]: r for r in runs["plain"]}
-    ea = {r["seed"]: r for r in runs["ea"]}
-    seeds = sorted(set(plain) & set(ea))
-    if not seeds:
-        return []
-    lines = ["| seed | transformer BLEU | ea_transformer BLEU | EA - plain | transformer valid loss "
-             "| ea_transformer valid loss |", "|---|---|---|---|---|---|"]
-    fmt = lambda v, f: "n/a" if v is None else f.format(v)
-    diffs = []
-    for seed in seeds:
-        p, e = plain[seed], ea[seed]
-        diff = None if p["bleu"] is None or e["bleu"] is None else e["bleu"] - p["bleu"]
-        diffs.append(diff)
-        lines.append(f"| {seed} | {fmt(p['bleu'], '{:.2f}')} | {fmt(e['bleu'], '{:.2f}')} | "
-                     f"{fmt(diff, '{:+.2f}')} | {fmt(p['valid_loss'], '{:.3f}')} | "
-                     f"{fmt(e['valid_loss'], '{:.3f}')} |")
-
-    def mean_std(values, f):
-        values = [v for v in values if v is not None]
-        if not values:
-            return "n/a"
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{f.format(statistics.mean(values))} ± {f.replace('+', '').format(std)}"
-
-    lines.append(
-        f"| mean ± std ({len(seeds)} seeds) | {mean_std([plain[s]['bleu'] for s in seeds], '{:.2f}')} | "
-        f"{mean_std([ea[s]['bleu'] for s in seeds], '{:.2f}')} | {mean_std(diffs, '{:+.2f}')} | "
-        f"{mean_std([plain[s]['valid_loss'] for s in seeds], '{:.3f}')} | "
-        f"{mean_std([ea[s]['valid_loss'] for s in seeds], '{:.3f}')} |")
-    return lines
-
-
-def plot_validation(report, path):
-    """Validation loss against updates, both models, every seed, in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    colours = {"plain": "tab:blue", "ea": "tab:red"}
-    names = {"plain": "transformer", "ea": "ea_transformer"}
-    for side, runs in report["runs"].items():
-        for run in runs:
-            if run["valid_curve"]:
-                xs, ys = zip(*run["valid_curve"])
-                bleu = "" if run["bleu"] is None else f", BLEU {run['bleu']:.1f}"
-                ax.plot(xs, ys, color=colours[side], alpha=0.8, linewidth=1.2,
-                        label=f"{names[side]}, seed {run['seed']}{bleu}")
-    ax.set_xlabel("updates")
-    ax.set_ylabel("validation loss")
-    ax.set_title(f"{report['settings']['arch']}: validation loss ({report['machine']})", fontsize=8)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def markdown(report):
     lines = [f"Machine: {report['machine']}", "",
              f"Command: `{report['command']}`", "",
@@ -365,18 +286,6 @@ def compare(args):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["scaling"]:
-        from evo_fairseq.benchmark_scaling import main as scaling_main
-        return scaling_main(argv[1:])
-    if argv[:1] == ["sweep"]:
-        from evo_fairseq.benchmark_sweep import main as sweep_main
-        return sweep_main(argv[1:])
-    if argv[:1] == ["transform"]:
-        from evo_fairseq.benchmark_transform import main as transform_main
-        return transform_main(argv[1:])
-    if argv[:1] == ["warmstart"]:
-        from evo_fairseq.benchmark_warmstart import main as warmstart_main
-        return warmstart_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m evo_fairseq.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-bin", required=True)
@@ -431,6 +340,3 @@ def main(argv=None):
         args.source_lang, args.target_lang = language_pair(args.data_bin)
     return compare(args)
 
-
-if __name__ == "__main__":
-    main()

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from evo_fairseq.benchmark_scaling import load_composition, saved_activation_bytes
+from evo_fairseq.benchmark.scaling import load_composition, saved_activation_bytes
 from evo_fairseq.modules.evolving_map import blocked_fill, evolve_map
 
 

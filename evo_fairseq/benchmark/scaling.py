@@ -32,7 +32,7 @@ from fairseq.modules import MultiheadAttention
 from evo_fairseq.modules import AttentionChain, EvolvingAttentionConfig, EvolvingMultiheadAttention
 
 
-REFERENCE = os.path.join(os.path.dirname(__file__), os.pardir, "tests", "ea_reference.py")
+REFERENCE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tests", "ea_reference.py")
 
 
 def load_composition():

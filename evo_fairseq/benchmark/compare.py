@@ -52,6 +52,8 @@ def record():
     with open(peak_file, "w") as f:
         json.dump({"cuda_peak_bytes": peak}, f)
 atexit.register(record)
+# fairseq's Trainer resets the CUDA peak after every update (to log gb_free): keep the whole peak
+torch.cuda.reset_peak_memory_stats = lambda *args, **kwargs: None
 import importlib
 importlib.import_module(module).cli_main()
 """

@@ -21,11 +21,12 @@ hypothesis forced to exactly L tokens (default: the mean reference length), so
 both models do the same decoding work; one untimed batch warms up first.
 
 Per (size, length) the models alternate, ``repeats`` pairs, the starting side
-swapping each pair (plain, EA, EA, plain, plain, EA: a linear drift of the
-machine cancels). Reported per model: median and min-max over the repeats of
-training throughput (target tokens/s), peak memory (GPU: peak allocated; CPU:
-peak resident set, and its growth during training) and generation speed;
-per pair the EA/plain ratio. A throughput ratio above 1.05 (EA faster while
+swapping each pair (plain, EA, EA, plain, ...: with an even number of pairs a
+linear drift of the machine cancels). Reported per model: median and min-max
+over the repeats of training throughput (target tokens/s), peak memory during
+training (GPU: peak allocated; CPU: peak resident set, and its growth over the
+resident set before the first update) and generation speed; per pair the
+EA/plain ratio. A throughput ratio above 1.05 (EA faster while
 doing more work) or a memory ratio below 0.95 is listed under "needs an
 explanation".
 
@@ -33,16 +34,16 @@ explanation".
 the binarised-data level: no new data), so 6 Multi30k lines make ~90-token
 sentences. Sizes: ``main`` is the main job's model (3+3 layers, 256 dims,
 pre-norm, examples/multi30k/run.sh); the others are fairseq's architectures
-of that name. Defaults: W=50, T=200 on a GPU; W=5, T=30 on CPU. Writes
+of that name. Defaults: W=50, T=200 on a GPU; W=5, T=30 on CPU; 4 pairs. Writes
 ``DIR/speed.json`` and ``DIR/speed.md``.
 """
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import platform
-import resource
 import shlex
 import statistics
 import subprocess
@@ -96,6 +97,8 @@ def joined_lines(dataset, n, limit=None):
             items.append(torch.cat(parts))
         return items
 
+    if dataset.buckets is not None or dataset.align_dataset is not None:
+        raise ValueError("--join-lines cannot be combined with --num-batch-buckets or alignments")
     src_dict, tgt_dict = dataset.src_dict, dataset.tgt_dict
     src, tgt = join(dataset.src, src_dict.eos()), join(dataset.tgt, tgt_dict.eos())
     src_sizes, tgt_sizes = [len(s) for s in src], [len(t) for t in tgt]
@@ -103,12 +106,20 @@ def joined_lines(dataset, n, limit=None):
         ListDataset(src, src_sizes), src_sizes, src_dict,
         ListDataset(tgt, tgt_sizes), tgt_sizes, tgt_dict,
         left_pad_source=dataset.left_pad_source, left_pad_target=dataset.left_pad_target,
+        shuffle=dataset.shuffle, eos=dataset.eos, pad_to_multiple=dataset.pad_to_multiple,
     )
 
 
-def current_rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def resident_kib(field):
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, in KiB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def reset_peak_resident():
+    """Start ``VmHWM`` afresh from the current resident set (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def synchronize(device):
@@ -144,14 +155,18 @@ def measure(spec):
     model = task.build_model(cfg.model)
     criterion = task.build_criterion(cfg.criterion)
     trainer = Trainer(cfg, task, model, criterion)
+    trainer.cuda_env = None  # else train_step resets the CUDA peak after every update
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rss_before = current_rss_bytes()
+    else:
+        reset_peak_resident()
+    rss_before = resident_kib("VmRSS")
 
     epoch = 1
     epoch_itr = trainer.get_train_iterator(epoch=epoch, load_dataset=False)
     batches = epoch_itr.next_epoch_itr(shuffle=True)
     seconds, tokens, skipped, batch_tokens = [], [], 0, []
+    batch_ids = hashlib.sha1()
     step = 0
     while step < total:
         if not batches.has_next():
@@ -167,6 +182,7 @@ def measure(spec):
         elapsed = time.perf_counter() - start
         step += 1
         batch_tokens.append(int(sample["ntokens"]))
+        batch_ids.update(sample["id"].numpy().tobytes())
         if step <= spec["warmup"]:
             continue
         if trainer.get_num_updates() == updates:  # fp16 overflow: fairseq skipped the update
@@ -175,16 +191,16 @@ def measure(spec):
         seconds.append(elapsed)
         tokens.append(int(sample["ntokens"]))
     if device == "cuda":
-        peak = torch.cuda.max_memory_allocated()
+        peak_mb, growth_mb = torch.cuda.max_memory_allocated() / 2**20, None
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        peak_kib = resident_kib("VmHWM")
+        peak_mb, growth_mb = peak_kib / 1024, (peak_kib - rss_before) / 1024
     result = {
-        "timed_updates": len(seconds), "skipped_updates": skipped,
+        "timed_updates": len(seconds), "skipped_updates": skipped, "epochs": epoch,
         "train_tokens_per_s": sum(tokens) / sum(seconds) if seconds else None,
         "seconds_per_update": statistics.median(seconds) if seconds else None,
-        "peak_memory_mb": peak / 2**20,
-        "training_memory_mb": None if device == "cuda" else (peak - rss_before) / 2**20,
-        "batch_tokens": batch_tokens,
+        "peak_memory_mb": peak_mb, "training_memory_mb": growth_mb,
+        "batch_tokens": batch_tokens, "batch_ids_sha1": batch_ids.hexdigest(),
     }
     result.update(measure_generation(spec, cfg, task, trainer.model))
     return result
@@ -297,7 +313,7 @@ def summarise_cell(runs):
         summary[key] = row
     summary["skipped_updates"] = {side: sum(r["skipped_updates"] for r in results)
                                   for side, results in by_side.items()}
-    summary["same_batches"] = len({tuple(r["batch_tokens"]) for r in runs}) == 1
+    summary["same_batches"] = len({r["batch_ids_sha1"] for r in runs}) == 1
     return summary
 
 
@@ -306,7 +322,8 @@ def markdown(report):
              f"Wall time: {report['wall_seconds'] / 60:.1f} min. Per measurement: "
              f"{report['settings']['warmup_updates']} warm-up + {report['settings']['timed_updates']} "
              f"timed updates at --max-tokens {report['settings']['max_tokens']}, then beam 5 on "
-             f"{report['settings']['gen_sentences']} validation sentences (after one untimed batch). "
+             f"up to {report['settings']['gen_sentences']} validation sentences (after one untimed "
+             "batch; fewer where joined lines leave fewer). "
              f"{report['settings']['repeats']} pairs per row, plain and EA alternating. "
              "Cells: median [min-max]; ratios EA / plain per pair.", ""]
     fmt_cell = lambda c, f: "n/a" if c is None else f"{f.format(c['median'])} [{f.format(c['min'])}-{f.format(c['max'])}]"
@@ -322,7 +339,8 @@ def markdown(report):
             row = cell["summary"][key]
             ratios = ", ".join(f"{r:.2f}" for r in row["ratios"])
             lines.append(f"| {cell['size']} | {cell['length_label']} | {fmt_cell(row['plain'], fmt)} | "
-                         f"{fmt_cell(row['ea'], fmt)} | {ratios} | {row['median_ratio']:.2f}x |")
+                         f"{fmt_cell(row['ea'], fmt)} | {ratios or 'n/a'} | "
+                         + ("n/a |" if row["median_ratio"] is None else f"{row['median_ratio']:.2f}x |"))
             flagged += [f"{cell['size']}, {cell['length_label']}: {title} ratio {r:.2f}"
                         for r in row["needs_explanation"]]
         lines.append("")
@@ -331,8 +349,6 @@ def markdown(report):
                if any(c["summary"]["skipped_updates"].values())]
     lines.append("Updates skipped for fp16 overflow (left out of the timing): "
                  + ("; ".join(skipped) if skipped else "none") + ".")
-    if not all(c["summary"]["same_batches"] for c in report["cells"]):
-        lines.append("WARNING: the models did not see the same batches in every cell.")
     lines += ["", "Needs an explanation (EA faster, or smaller, than plain while doing more work): "
               + ("; ".join(flagged) if flagged else "none") + "."]
     return "\n".join(lines) + "\n"
@@ -347,6 +363,8 @@ def plot_ratios(report, path):
     import matplotlib.pyplot as plt
 
     keys = [m for m in METRICS if any(c["summary"][m[0]]["median_ratio"] for c in report["cells"])]
+    if not keys:
+        return
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), dpi=100, squeeze=False)
     labels = [f"{c['size']}\n{c['length_label'].split(' ')[0]} tok" for c in report["cells"]]
     for ax, (key, title, _, _) in zip(axes[0], keys):
@@ -395,14 +413,17 @@ def data_lengths(data_bin, join, source_lang, target_lang):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m evo_fairseq.benchmark speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-bin", required=True)
+    parser.add_argument("--data-bin")
+    parser.add_argument("--report", metavar="DIR",
+                        help="only write DIR/speed.md (and --figure) again from DIR/speed.json")
     parser.add_argument("--source-lang", "-s", help="default: from the data-bin's file names")
     parser.add_argument("--target-lang", "-t", help="default: from the data-bin's file names")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES),
                         help=f"model sizes (any of {', '.join(SIZES)}, or a fairseq arch suffix)")
     parser.add_argument("--join-lines", type=int, nargs="+", default=[1, 6],
                         help="join N consecutive sentence pairs into one (one row per N)")
-    parser.add_argument("--repeats", type=int, default=3, help="plain/EA pairs per row")
+    parser.add_argument("--repeats", type=int, default=4,
+                        help="plain/EA pairs per row (even: a linear drift cancels)")
     parser.add_argument("--warmup-updates", type=int, help="untimed updates (GPU 50, CPU 5)")
     parser.add_argument("--timed-updates", type=int, help="timed updates (GPU 200, CPU 30)")
     parser.add_argument("--max-tokens", type=int, default=4096)
@@ -419,14 +440,22 @@ def main(argv=None):
     parser.add_argument("--figure", help="draw the ratios by size and length to this PNG")
     parser.add_argument("--out-dir", default="benchmark-speed")
     args = parser.parse_args(argv)
+    if args.report:
+        path = os.path.join(args.report, "speed.json")
+        if not os.path.isfile(path):
+            parser.error(f"no such file: {path}")
+        with open(path) as f:
+            return write_report(json.load(f), args.report, args.figure)
+    if not args.data_bin:
+        parser.error("--data-bin is required (or --report DIR)")
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     gpu = device == "cuda"
     args.warmup_updates = args.warmup_updates if args.warmup_updates is not None else (50 if gpu else 5)
-    args.timed_updates = args.timed_updates or (200 if gpu else 30)
-    args.gen_sentences = args.gen_sentences or (512 if gpu else 64)
-    args.gen_batch_size = args.gen_batch_size or (64 if gpu else 32)
+    args.timed_updates = args.timed_updates if args.timed_updates is not None else (200 if gpu else 30)
+    args.gen_sentences = args.gen_sentences if args.gen_sentences is not None else (512 if gpu else 64)
+    args.gen_batch_size = args.gen_batch_size if args.gen_batch_size is not None else (64 if gpu else 32)
     for name, value, low in [("--repeats", args.repeats, 1), ("--timed-updates", args.timed_updates, 1),
-                             ("--warmup-updates", args.warmup_updates, 0),
+                             ("--warmup-updates", args.warmup_updates, 1),
                              ("--gen-sentences", args.gen_sentences, 1),
                              ("--gen-batch-size", args.gen_batch_size, 1),
                              ("--max-tokens", args.max_tokens, 1)]:
@@ -463,20 +492,29 @@ def main(argv=None):
                 print("    " + json.dumps({k: v for k, v in result.items() if k != "batch_tokens"}),
                       flush=True)
                 runs.append(result)
+            summary = summarise_cell(runs)
+            if not summary["same_batches"]:
+                raise SystemExit(f"error: {size}, {join} line(s) joined: the measurements did not "
+                                 f"train on the same batches (see {args.out_dir}/*.json)")
             cells.append({"size": size, "join_lines": join, "length_label": length_label(runs),
-                          "runs": runs, "summary": summarise_cell(runs)})
+                          "runs": runs, "summary": summary})
     report = {"machine": machine_description(device), "device": device,
               "command": "python -m evo_fairseq.benchmark speed " + " ".join(
-                  map(shlex.quote, sys.argv[2:] if argv is None else argv)),
+                  map(shlex.quote, sys.argv[1:] if argv is None else argv)),
               "settings": vars(args), "wall_seconds": round(time.perf_counter() - start, 1),
               "cells": cells}
     with open(os.path.join(args.out_dir, "speed.json"), "w") as f:
         json.dump(report, f, indent=2)
+    return write_report(report, args.out_dir, args.figure)
+
+
+def write_report(report, out_dir, figure=None):
+    """``out_dir/speed.md`` (printed too) and, if asked, the ratio chart."""
     table = markdown(report)
-    with open(os.path.join(args.out_dir, "speed.md"), "w") as f:
+    with open(os.path.join(out_dir, "speed.md"), "w") as f:
         f.write(table)
-    if args.figure:
-        plot_ratios(report, args.figure)
+    if figure:
+        plot_ratios(report, figure)
     print(table)
     return report
 

@@ -8,6 +8,11 @@
 #            model with dropout 0.3, 8192 tokens per batch, CONVERGE_UPDATES (3000) updates,
 #            checkpoint_best.pt by validation loss, BLEU on test2016, every seed, JOBS trainings
 #            at once (default 4 on a GPU, 1 on CPU); report, JSON and validation-curve figure
+#   speed    training throughput, peak memory and fixed-length beam-5 generation of both models
+#            by model size (SPEED_SIZES) and sentence length (SPEED_JOIN: 1 = Multi30k lines,
+#            6 = six lines joined, ~90 tokens), REPEATS plain/EA pairs interleaved, each
+#            measurement a fresh process (python -m evo_fairseq.benchmark speed); table, JSON and
+#            a chart of the EA/plain ratios
 #   warmstart  a plain transformer trained P updates, fine-tuned K more as (a) plain, (b) EA
 #            without a ramp, (c) EA with an alpha/beta ramp (scripts/finetune-ea.sh), against
 #            (d) EA from scratch for P + K updates; validation loss every 100 updates and
@@ -15,16 +20,18 @@
 # Both use the main job's model and optimiser (examples/multi30k/run.sh) through
 # python -m evo_fairseq.benchmark; each run writes its own benchmark.json/.md.
 #
-# Usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|converge|warmstart} [WORK_DIR]
+# Usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|converge|speed|warmstart} [WORK_DIR]
 #                                                          (default WORK_DIR: work/multi30k)
 #   SWEEP_UPDATES=200 QUALITY_UPDATES=300 SEEDS="1 2 3" EA_ARGS="--ea-alpha 0.8"
 #   ("all" runs the sweep, then the quality runs with the sweep's best setting)
 #   CONVERGE_UPDATES=3000 SEEDS="1 2 3" JOBS=4                          (converge)
+#   SPEED_SIZES="main iwslt_de_en wmt_en_de vaswani_wmt_en_de_big" (GPU; CPU: "main iwslt_de_en")
+#   SPEED_JOIN="1 6" REPEATS=3                                          (speed)
 #   PLAIN_UPDATES=600 FINETUNE_UPDATES=300 RAMP_UPDATES=150 SEED=1   (warmstart)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/_env.sh"
 
-usage() { echo "usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|converge|warmstart} [WORK_DIR]" >&2; exit 2; }
+usage() { echo "usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|converge|speed|warmstart} [WORK_DIR]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 STEP=$1
 WORK=${2:-$ROOT/work/multi30k}
@@ -38,6 +45,9 @@ PLAIN_UPDATES=${PLAIN_UPDATES:-600}
 FINETUNE_UPDATES=${FINETUNE_UPDATES:-300}
 RAMP_UPDATES=${RAMP_UPDATES:-150}
 SEED=${SEED:-1}
+SPEED_SIZES=${SPEED_SIZES:-}
+SPEED_JOIN=${SPEED_JOIN:-1 6}
+REPEATS=${REPEATS:-3}
 SWEEP_SETTINGS=("0.5 0.5 3" "0.5 0.1 3" "0.2 0.5 3" "0.8 0.5 3" "0.5 0.9 3" "0.5 0.5 5")
 DATA=$ROOT/examples/multi30k/data
 PREP=$WORK/prep
@@ -49,8 +59,8 @@ TRAIN_ARGS="--optimizer adam --adam-betas (0.9,0.98) --clip-norm 0.0 --lr 2e-3 -
   --warmup-updates 100 --dropout 0.1 --criterion label_smoothed_cross_entropy --label-smoothing 0.1
   --max-tokens 4096"
 
-case "$STEP" in sweep|quality|all|converge|warmstart) ;; *)
-  echo "error: unknown step '$STEP' (allowed: sweep, quality, all, converge, warmstart)" >&2; usage ;;
+case "$STEP" in sweep|quality|all|converge|speed|warmstart) ;; *)
+  echo "error: unknown step '$STEP' (allowed: sweep, quality, all, converge, speed, warmstart)" >&2; usage ;;
 esac
 
 echo "==> preparing Multi30k De-En"
@@ -84,6 +94,22 @@ if [ "$STEP" = converge ]; then
     --reference "$BENCH/test.en" --figure "$out.png" --out-dir "$out" > "$out.log" 2>&1 \
     || { tail -20 "$out.log" >&2; exit 1; }
   cat "$out/benchmark.md"
+  echo "figure: $out.png"
+  exit 0
+fi
+
+if [ "$STEP" = speed ]; then
+  if [ -z "$SPEED_SIZES" ]; then
+    SPEED_SIZES=$(python -c "import torch; print('main iwslt_de_en wmt_en_de vaswani_wmt_en_de_big'
+      if torch.cuda.is_available() else 'main iwslt_de_en')")
+  fi
+  out=$BENCH/speed
+  echo "==> speed: sizes $SPEED_SIZES, lines joined $SPEED_JOIN, $REPEATS pairs each"
+  # shellcheck disable=SC2086
+  python -m evo_fairseq.benchmark speed --data-bin "$PREP/data-bin" --sizes $SPEED_SIZES \
+    --join-lines $SPEED_JOIN --repeats "$REPEATS" --figure "$out.png" --out-dir "$out" \
+    > "$out.log" 2>&1 || { tail -20 "$out.log" >&2; exit 1; }
+  cat "$out/speed.md"
   echo "figure: $out.png"
   exit 0
 fi

@@ -43,7 +43,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -52,6 +51,8 @@ import time
 
 import numpy as np
 import torch
+
+from evo_fairseq.benchmark.compare import language_pair, machine_description
 
 PLUGIN = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # --user-dir
 
@@ -366,7 +367,7 @@ def plot_ratios(report, path):
     if not keys:
         return
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), dpi=100, squeeze=False)
-    labels = [f"{c['size']}\n{c['length_label'].split(' ')[0]} tok" for c in report["cells"]]
+    labels = [f"{c['size']}\n{c['length_label'].split(' / ')[1]} target tok" for c in report["cells"]]
     for ax, (key, title, _, _) in zip(axes[0], keys):
         medians = [c["summary"][key]["median_ratio"] or 0 for c in report["cells"]]
         low = [m - min(c["summary"][key]["ratios"] or [m]) for m, c in zip(medians, report["cells"])]
@@ -380,13 +381,6 @@ def plot_ratios(report, path):
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def machine_description(device):
-    if device == "cuda":
-        return f"{torch.cuda.get_device_name()} (fp16), torch {torch.__version__}"
-    return (f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-            f"torch {torch.__version__}")
 
 
 def length_label(runs):
@@ -466,7 +460,6 @@ def main(argv=None):
     if not os.path.isdir(args.data_bin):
         parser.error(f"no such directory: {args.data_bin}")
     if not (args.source_lang and args.target_lang):
-        from evo_fairseq.benchmark.compare import language_pair
         args.source_lang, args.target_lang = language_pair(args.data_bin)
     os.makedirs(args.out_dir, exist_ok=True)
 

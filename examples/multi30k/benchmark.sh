@@ -26,7 +26,7 @@
 #   ("all" runs the sweep, then the quality runs with the sweep's best setting)
 #   CONVERGE_UPDATES=3000 SEEDS="1 2 3" JOBS=4                          (converge)
 #   SPEED_SIZES="main iwslt_de_en wmt_en_de vaswani_wmt_en_de_big" (GPU; CPU: "main iwslt_de_en")
-#   SPEED_JOIN="1 6" REPEATS=3                                          (speed)
+#   SPEED_JOIN="1 6" REPEATS=4                                          (speed)
 #   PLAIN_UPDATES=600 FINETUNE_UPDATES=300 RAMP_UPDATES=150 SEED=1   (warmstart)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/_env.sh"
@@ -47,7 +47,7 @@ RAMP_UPDATES=${RAMP_UPDATES:-150}
 SEED=${SEED:-1}
 SPEED_SIZES=${SPEED_SIZES:-}
 SPEED_JOIN=${SPEED_JOIN:-1 6}
-REPEATS=${REPEATS:-3}
+REPEATS=${REPEATS:-4}
 SWEEP_SETTINGS=("0.5 0.5 3" "0.5 0.1 3" "0.2 0.5 3" "0.8 0.5 3" "0.5 0.9 3" "0.5 0.5 5")
 DATA=$ROOT/examples/multi30k/data
 PREP=$WORK/prep
@@ -103,14 +103,15 @@ if [ "$STEP" = speed ]; then
     SPEED_SIZES=$(python -c "import torch; print('main iwslt_de_en wmt_en_de vaswani_wmt_en_de_big'
       if torch.cuda.is_available() else 'main iwslt_de_en')")
   fi
-  out=$BENCH/speed
+  out=$BENCH/speed/$(echo "$SPEED_SIZES join $SPEED_JOIN" | tr ' ' '-')
+  mkdir -p "$out"
   echo "==> speed: sizes $SPEED_SIZES, lines joined $SPEED_JOIN, $REPEATS pairs each"
   # shellcheck disable=SC2086
   python -m evo_fairseq.benchmark speed --data-bin "$PREP/data-bin" --sizes $SPEED_SIZES \
-    --join-lines $SPEED_JOIN --repeats "$REPEATS" --figure "$out.png" --out-dir "$out" \
-    > "$out.log" 2>&1 || { tail -20 "$out.log" >&2; exit 1; }
+    --join-lines $SPEED_JOIN --repeats "$REPEATS" --figure "$out/speed.png" --out-dir "$out" \
+    > "$out/run.log" 2>&1 || { tail -20 "$out/run.log" >&2; exit 1; }
   cat "$out/speed.md"
-  echo "figure: $out.png"
+  echo "figure: $out/speed.png"
   exit 0
 fi
 

@@ -6,15 +6,16 @@
 
     python -m evo_fairseq.benchmark speed --data-bin DIR
         [--sizes main iwslt_de_en wmt_en_de vaswani_wmt_en_de_big] [--join-lines 1 6]
-        [--repeats 3] [--warmup-updates W] [--timed-updates T] [--max-tokens 4096]
+        [--repeats 4] [--warmup-updates W] [--timed-updates T] [--max-tokens 4096]
         [--gen-sentences N] [--gen-length L] [--cpu] [--out-dir DIR] [--figure PNG]
 
 Each measurement is a fresh process that builds fairseq's task, model,
 criterion and ``Trainer`` as ``fairseq-train`` does, runs W warm-up updates
 (allocator growth, kernel autotuning), then times T updates one by one (the
 device synchronised around each ``train_step``). Both models see the same
-batches in the same order (same data, seed and ``--max-tokens``; the batches'
-token count is recorded and checked). An update that fairseq skips for fp16
+batches in the same order (same data, seed and ``--max-tokens``; a hash of
+the batches' sentence ids is recorded, and a row whose measurements disagree
+is refused). An update that fairseq skips for fp16
 overflow is counted and left out of the timing. Then the trained model
 translates the first N sentences of the validation split with beam 5, every
 hypothesis forced to exactly L tokens (default: the mean reference length), so
@@ -26,7 +27,7 @@ linear drift of the machine cancels). Reported per model: median and min-max
 over the repeats of training throughput (target tokens/s), peak memory during
 training (GPU: peak allocated; CPU: peak resident set, and its growth over the
 resident set before the first update) and generation speed; per pair the
-EA/plain ratio. A throughput ratio above 1.05 (EA faster while
+EA/plain ratio. A throughput or generation ratio above 1.05 (EA faster while
 doing more work) or a memory ratio below 0.95 is listed under "needs an
 explanation".
 

@@ -83,7 +83,7 @@ def run_child(module, args, log_path, peak_path):
 
 
 def parse_train_log(text, warmup):
-    """Per-update target tokens/s after ``warmup`` updates, and the last validation loss."""
+    """Per-update target tokens/s after ``warmup`` updates."""
     wps = []
     for line in text.splitlines():
         if "| train_inner |" in line or '"train_inner"' in line:
@@ -91,8 +91,7 @@ def parse_train_log(text, warmup):
             m_wps = re.search(r"wps[=\": ]+([\d.]+)", line)
             if m_upd and m_wps and int(m_upd.group(1)) > warmup:
                 wps.append(float(m_wps.group(1)))
-    valid = re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", text)
-    return wps, float(valid[-1]) if valid else None
+    return wps
 
 
 def parse_generate_log(text):
@@ -156,10 +155,11 @@ def benchmark_model(arch, seed, args, out_dir, device):
         "fairseq_cli.train", train_args, train_log, os.path.join(save_dir, "peak_train.json"))
     with open(train_log) as f:
         train_text = f.read()
-    wps, valid_loss = parse_train_log(train_text, args.timing_warmup)
+    wps = parse_train_log(train_text, args.timing_warmup)
     curve = validation_curve(train_text)
-    if args.checkpoint == "best" and curve:  # checkpoint_best.pt: the lowest validation loss
-        valid_loss = min(loss for _, loss in curve)
+    valid_loss = None
+    if curve:  # checkpoint_best.pt: the lowest validation loss; checkpoint_last.pt: the last
+        valid_loss = min(loss for _, loss in curve) if args.checkpoint == "best" else curve[-1][1]
     with open(os.path.join(save_dir, "peak_train.json")) as f:
         cuda_peak = json.load(f)["cuda_peak_bytes"]
 
@@ -341,4 +341,3 @@ def main(argv=None):
     if not (args.source_lang and args.target_lang):
         args.source_lang, args.target_lang = language_pair(args.data_bin)
     return compare(args)
-

@@ -76,5 +76,3 @@ def plot_validation(report, path):
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-

@@ -219,9 +219,7 @@ def measure_generation(spec, cfg, task, model):
     generator = task.build_generator([model], gen)
     model.eval()
     itr = task.get_batch_iterator(
-        dataset=dataset,
-        max_sentences=spec["gen_batch_size"], max_positions=None, ignore_invalid_inputs=False,
-        seed=1, num_workers=0, data_buffer_size=0,
+        dataset=dataset, max_sentences=spec["gen_batch_size"], seed=1, num_workers=0,
     ).next_epoch_itr(shuffle=False)
     device = spec["device"]
     batches = [utils.move_to_cuda(b) if device == "cuda" else b for b in itr]
@@ -247,6 +245,7 @@ def measure_generation(spec, cfg, task, model):
         "gen_sentences_per_s": sentences / seconds if seconds else None,
         "gen_tokens_per_s": hyp_tokens / seconds if seconds else None,
     }
+
 
 # ---------------------------------------------------------------------------
 # the protocol: interleaved, repeated measurements and their report

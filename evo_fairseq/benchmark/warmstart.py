@@ -18,9 +18,9 @@ writes ``DIR/warmstart.json`` (and a figure of the curves with ``--figure``).
 import argparse
 import json
 import os
-import re
 
 from evo_fairseq.benchmark.compare import sacrebleu_score
+from evo_fairseq.benchmark.converge import validation_curve
 
 RUNS = [
     ("plain", "plain transformer, P updates (the starting point)"),
@@ -30,17 +30,12 @@ RUNS = [
     ("scratch-ea", "(d) EA from scratch, P + K updates"),
 ]
 FINETUNED = {"finetune-plain", "finetune-ea", "finetune-ea-ramp"}
-VALID_LINE = re.compile(r"valid on 'valid' subset \| loss ([\d.]+) .*\| num_updates (\d+)")
 
 
 def validation_losses(log_path, offset=0):
     """``{updates: loss}`` from a fairseq-train log (the last value per update count)."""
-    losses = {}
     with open(log_path, encoding="utf-8") as f:
-        for line in f:
-            match = VALID_LINE.search(line)
-            if match:
-                losses[int(match.group(2)) + offset] = float(match.group(1))
+        losses = {updates + offset: loss for updates, loss in validation_curve(f.read())}
     if not losses:
         raise ValueError(f"{log_path}: no validation loss lines")
     return losses

@@ -1,4 +1,4 @@
-"""The fused map transform against the plain composition (tests/ea_reference.py):
+"""The fused map transform against the plain composition (evolving_map_reference):
 forward within 1e-6 in fp32, hand-written gradients by gradcheck in float64 and against
 autograd of the composition, for every stack, padding side, kernel size, activation and
 the incremental path; half precision stays finite."""
@@ -6,7 +6,7 @@ the incremental path; half precision stays finite."""
 import pytest
 import torch
 
-from ea_reference import reference_evolve
+from evo_fairseq.modules.evolving_map_reference import reference_evolve
 from evo_fairseq.benchmark.scaling import saved_activation_bytes as saved_bytes
 from evo_fairseq.modules.evolving_map import ACTIVATIONS, blocked_fill, evolve_map
 

@@ -13,62 +13,37 @@ the activation memory it keeps for the backward pass (bytes of the tensors
 saved by autograd; on a GPU, peak allocated memory), and one incremental
 decoding step of causal self-attention with that many cached positions.
 
-In a checkout with the test suite, the same layer with the map transform as the
-plain composition of tensor operations (``tests/ea_reference.py``, the fused
-transform's test oracle) is measured too, in the same run, interleaved
+The same layer with the map transform as the plain composition of tensor
+operations (:mod:`evo_fairseq.modules.evolving_map_reference`, the fused
+transform's oracle) is measured too, in the same run, interleaved
 (plain, fused, composition per repeat).
 """
 
 import argparse
-import importlib.util
-import os
 import statistics
-import sys
 import time
 
 import torch
 from fairseq.modules import MultiheadAttention
 
 from evo_fairseq.modules import AttentionChain, EvolvingAttentionConfig, EvolvingMultiheadAttention
+from evo_fairseq.modules.evolving_map_reference import reference_evolve_map
 
 
-REFERENCE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tests", "ea_reference.py")
-
-
-def load_composition():
-    """``reference_evolve`` from tests/ea_reference.py, or None outside a checkout."""
-    if not os.path.isfile(REFERENCE):
-        return None
-    spec = importlib.util.spec_from_file_location("ea_reference", REFERENCE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # importable by name (torch.compile traces through it)
-    spec.loader.exec_module(module)
-    return module.reference_evolve
-
-
-def use_composition(evolving, reference_evolve):
+def use_composition(evolving):
     """Make ``evolving`` compute its map with the plain composition (same results)."""
 
     def forward(attn_logits, prev_attn_logits, blocked=None, prev_mixed_rows=None,
                 keep_conv_out=False, masked=None):
-        out, mixed, conv_out = reference_evolve(
+        return reference_evolve_map(
             attn_logits, prev_attn_logits, evolving.conv.weight, evolving.conv.bias,
             evolving.effective_alpha, evolving.effective_beta, evolving.activation,
-            evolving.causal, blocked, prev_mixed_rows)
-        if masked is not None:
-            out = out.masked_fill(masked, torch.finfo(out.dtype).min / 2)
-        rows = None
-        if prev_mixed_rows is not None:
-            history = torch.nn.functional.pad(
-                prev_mixed_rows, (0, mixed.size(-1) - prev_mixed_rows.size(-1)))
-            window = torch.cat([history, mixed], dim=2)
-            rows = window[:, :, window.size(2) - prev_mixed_rows.size(2):]
-        return out, mixed, conv_out, rows
+            evolving.causal, blocked, masked, prev_mixed_rows, keep_conv_out)
 
     evolving.forward = forward
 
 
-def build(kind, embed_dim, heads, stack, reference_evolve=None):
+def build(kind, embed_dim, heads, stack):
     if kind == "plain":
         return MultiheadAttention(embed_dim, heads, self_attention=True), None
     chain = AttentionChain(stack, EvolvingAttentionConfig())
@@ -76,7 +51,7 @@ def build(kind, embed_dim, heads, stack, reference_evolve=None):
     module = EvolvingMultiheadAttention(
         embed_dim, heads, chain=chain, evolving=chain.add_layer(heads), self_attention=True)
     if kind == "composition":
-        use_composition(module.evolving, reference_evolve)
+        use_composition(module.evolving)
     return module, chain
 
 
@@ -109,10 +84,10 @@ def saved_activation_bytes(fn):
     return sum(seen.values())
 
 
-def self_attention_forward(kind, length, args, device, reference_evolve=None):
+def self_attention_forward(kind, length, args, device):
     """A training-mode self-attention layer of ``kind`` and a function running its forward
     pass on a random batch (an EA layer gets a random map from its predecessor)."""
-    module, chain = build(kind, args.embed_dim, args.heads, "encoder", reference_evolve)
+    module, chain = build(kind, args.embed_dim, args.heads, "encoder")
     module = module.to(device).train()
     x = torch.randn(length, args.batch_size, args.embed_dim, device=device, requires_grad=True)
     prev = torch.randn(args.batch_size, args.heads, length, length, device=device)
@@ -127,8 +102,8 @@ def self_attention_forward(kind, length, args, device, reference_evolve=None):
     return forward
 
 
-def measure(kind, length, args, device, reference_evolve=None):
-    forward = self_attention_forward(kind, length, args, device, reference_evolve)
+def measure(kind, length, args, device):
+    forward = self_attention_forward(kind, length, args, device)
 
     def forward_backward():
         forward().sum().backward()
@@ -143,7 +118,7 @@ def measure(kind, length, args, device, reference_evolve=None):
         result["memory_mb"] = saved_activation_bytes(forward) / 2**20
 
     # one incremental decoding step with `length` cached positions
-    step_module, step_chain = build(kind, args.embed_dim, args.heads, "decoder", reference_evolve)
+    step_module, step_chain = build(kind, args.embed_dim, args.heads, "decoder")
     step_module = step_module.to(device).eval()
     head_dim = args.embed_dim // args.heads
     cached = torch.randn(args.batch_size, args.heads, length, head_dim, device=device)
@@ -234,15 +209,14 @@ def main(argv=None):
         f"step EA (ms) | ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    reference_evolve = load_composition()
-    kinds = ["plain", "ea"] + (["composition"] if reference_evolve is not None else [])
+    kinds = ["plain", "ea", "composition"]
     rows = []
     for length in args.lengths:
         # interleaved: each repeat measures every kind once, then the medians are taken
         samples = {kind: [] for kind in kinds}
         for _ in range(args.rounds):
             for kind in kinds:
-                samples[kind].append(measure(kind, length, args, device, reference_evolve))
+                samples[kind].append(measure(kind, length, args, device))
         result = {kind: {name: statistics.median(s[name] for s in samples[kind])
                          for name in samples[kind][0]} for kind in kinds}
         plain, ea = result["plain"], result["ea"]
@@ -255,7 +229,7 @@ def main(argv=None):
         print(lines[-1], flush=True)
     if "composition" in kinds:
         lines += ["", "The same EA layer with the map transform as the plain composition "
-                  "(tests/ea_reference.py), same run:", "",
+                  "(evo_fairseq/modules/evolving_map_reference.py), same run:", "",
                   "| length | fwd+bwd composition (ms) | ratio to plain | fused / composition | "
                   "memory composition (MB) | ratio to plain | step composition (ms) | ratio to plain |",
                   "|---|---|---|---|---|---|---|---|"]

@@ -3,8 +3,8 @@
 # This source code is licensed under the MIT license found in the
 # LICENSE file in the root directory of this source tree.
 """The evolving map transform alone: fused (``evolve_map``) against the plain
-composition of tensor operations (``tests/ea_reference.py``, in a checkout with the
-test suite) and, where it works, ``torch.compile`` of that composition.
+composition of tensor operations (:mod:`evo_fairseq.modules.evolving_map_reference`)
+and, where it works, ``torch.compile`` of that composition.
 
     python -m evo_fairseq.benchmark transform [--lengths 64 128 256] [--batch-size 8]
         [--heads 8] [--repeats 7] [--rounds 3] [--no-compile]
@@ -19,8 +19,9 @@ import time
 
 import torch
 
-from evo_fairseq.benchmark.scaling import load_composition, saved_activation_bytes
+from evo_fairseq.benchmark.scaling import saved_activation_bytes
 from evo_fairseq.modules.evolving_map import blocked_fill, evolve_map
+from evo_fairseq.modules.evolving_map_reference import reference_evolve
 
 
 def main(argv=None):
@@ -36,9 +37,6 @@ def main(argv=None):
     parser.add_argument("--cpu", action="store_true")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
-    reference_evolve = load_composition()
-    if reference_evolve is None:
-        parser.error("needs tests/ea_reference.py (a checkout with the test suite)")
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(args.heads, args.heads, 3).to(device)
 

@@ -183,8 +183,8 @@ class EATransformerEncoder(TransformerEncoderBase):
     ):
         if self.self_attn_chain is None:
             return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
-        padding_mask = src_tokens.eq(self.padding_idx)
-        self.self_attn_chain.open(padding_mask if padding_mask.any() else None)
+        # the mask whether or not it has padding: asking would synchronise with the device
+        self.self_attn_chain.open(src_tokens.eq(self.padding_idx))
         try:
             return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
         finally:
@@ -236,9 +236,9 @@ class EATransformerDecoder(TransformerDecoderBase):
         chains = self.attn_chains
         if chains:
             tokens = prev_output_tokens if incremental_state is None else prev_output_tokens[:, -1:]
-            padding_mask = tokens.eq(self.padding_idx)
+            padding_mask = tokens.eq(self.padding_idx)  # not .any(): no device synchronisation
             for chain in chains:
-                chain.open(padding_mask if padding_mask.any() else None)
+                chain.open(padding_mask)
         try:
             return super().extract_features(
                 prev_output_tokens,

@@ -39,13 +39,18 @@ def blocked_fill(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min / 2
 
 
+def _no_autocast(like: Tensor):
+    """Autocast off on ``like``'s device: the transform runs in its inputs' one dtype (its
+    backward, which autocast never wraps, then meets the same dtypes)."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
 def _forward(ctx, logits, prev, weight, bias, history, blocked, masked, alpha, beta,
              activation, causal, extras, training):
     """The forward pass; with ``training``, ``ctx`` keeps what the backward pass needs."""
     k = weight.size(-1)
     half = k // 2
     tgt_len = logits.size(2)
-    prev = prev.to(logits.dtype)
     if blocked is None:  # M is the convolution's input, kept for backward: a new tensor
         mixed = conv_in = torch.lerp(logits, prev, alpha)
     else:  # M in S's storage (A goes there too), its zeroed copy for the convolution
@@ -55,7 +60,7 @@ def _forward(ctx, logits, prev, weight, bias, history, blocked, masked, alpha, b
         conv_in = mixed.masked_fill(blocked, 0.0)
 
     if history is not None:
-        window = torch.cat([history.to(conv_in.dtype), conv_in], dim=2)
+        window = torch.cat([history, conv_in], dim=2)
         extras["window"] = window
         pre = F.conv2d(window, weight, bias, padding=(0, half))
     elif causal:
@@ -98,8 +103,9 @@ class EvolvingMapFunction(torch.autograd.Function):
     def forward(ctx, logits, prev, weight, bias, history, blocked, masked, alpha, beta,
                 activation, causal, extras):
         training = any(ctx.needs_input_grad[:4])  # nothing to keep for inference
-        return _forward(ctx, logits, prev, weight, bias, history, blocked, masked, alpha, beta,
-                        activation, causal, extras, training)
+        with _no_autocast(logits):
+            return _forward(ctx, logits, prev, weight, bias, history, blocked, masked, alpha,
+                            beta, activation, causal, extras, training)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -114,16 +120,18 @@ class EvolvingMapFunction(torch.autograd.Function):
         elif activation == "leaky_relu":
             grad_pre = torch.where(sign, grad_act, grad_act * LEAKY_SLOPE)
         elif activation == "gelu":
+            # no public API computes GELU's derivative from the kept pre-activation;
+            # the composition Phi(x) + x phi(x) would take five kernels instead of one
             grad_pre = torch.ops.aten.gelu_backward(grad_act, pre)
         else:
             grad_pre = grad_act
 
         if history is not None:
-            window = torch.cat([history.to(conv_in.dtype), conv_in], dim=2)
-            padding = [0, half]
+            window = torch.cat([history, conv_in], dim=2)
+            padding = (0, half)
         else:
             window = conv_in
-            padding = [k - 1, half] if causal else [half, half]
+            padding = (k - 1, half) if causal else (half, half)
         needs = ctx.needs_input_grad
         needs_mixed = needs[0] or needs[1]
         grad_input = grad_weight = grad_bias = None
@@ -138,10 +146,11 @@ class EvolvingMapFunction(torch.autograd.Function):
         if needs[2] or (has_bias and needs[3]):
             if causal and history is None:  # the rows the forward pass dropped
                 grad_pre = F.pad(grad_pre, (0, 0, 0, k - 1))
-            _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-                grad_pre, window, weight, [weight.size(0)] if has_bias else None,
-                [1, 1], padding, [1, 1], False, [0, 0], 1,
-                [False, needs[2], has_bias and needs[3]])
+            if needs[2]:
+                grad_weight = torch.nn.grad.conv2d_weight(window, weight.shape, grad_pre,
+                                                          padding=padding)
+            if has_bias and needs[3]:
+                grad_bias = grad_pre.sum((0, 2, 3))
 
         grad_logits = grad_prev = None
         if needs_mixed:
@@ -199,6 +208,14 @@ def evolve_map(
         src_len = logits.size(-1)
         if history.size(-1) < src_len:
             history = F.pad(history, (0, src_len - history.size(-1)))
+    # one dtype throughout, the map's: under autocast (fairseq's --amp) S_i comes from a
+    # half-precision matmul while the convolution's parameters stay fp32; the casts are
+    # differentiable, so fp32 parameters get fp32 gradients, as autocast's own casts give
+    dtype = logits.dtype
+    prev, weight = prev.to(dtype), weight.to(dtype)
+    bias = None if bias is None else bias.to(dtype)
+    if history is not None:
+        history = history.to(dtype)
     extras = {"keep_conv_out": keep_conv_out}
     args = (logits, prev, weight, bias, history, blocked, masked, float(alpha), float(beta),
             activation, causal, extras)
@@ -206,7 +223,8 @@ def evolve_map(
                                        if t is not None):
         out = EvolvingMapFunction.apply(*args)
     else:  # inference (beam search steps): no autograd bookkeeping at all
-        out = _forward(None, *args, training=False)
+        with _no_autocast(logits):
+            out = _forward(None, *args, training=False)
     mixed, conv_out = extras["mixed"], extras.get("conv_out")
     if history is not None:
         window = extras["window"]

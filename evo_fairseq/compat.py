@@ -21,17 +21,29 @@ where fairseq or its dependencies already behave.
    parsed into a list, but the transformer's ``build_model`` and
    ``checkpoint_utils.prune_state_dict`` call ``.split(",")`` on it. The list is
    turned back into the comma-separated string they expect.
+5. bf16: fairseq's command line turns ``--bf16`` (and ``--memory-efficient-bf16``)
+   into ``--tpu``, so ``fairseq-train --bf16`` on a GPU or CPU asks torch_xla for a
+   TPU and fails (``'NoneType' object has no attribute 'xla_device'``). Where
+   torch_xla is not installed and ``--tpu`` was not given, the TPU that fairseq
+   implied is taken back (with a warning) before ``call_main``, so bf16 trains on
+   the device at hand, as ``fairseq-hydra-train`` with ``common.bf16=true`` does.
 """
 
 import argparse
+import importlib.util
+import logging
+import sys
 import types
 
 import numpy as np
 import torch
 from fairseq import checkpoint_utils
 from fairseq.data import bucket_pad_length_dataset, data_utils
+from fairseq.distributed import utils as distributed_utils
 from fairseq.models.transformer import TransformerModel, TransformerModelBase
 from omegaconf import ListConfig, OmegaConf, open_dict
+
+logger = logging.getLogger(__name__)
 
 _applied = False
 # fairseq's functions as they were before the fixes (for tests and comparisons)
@@ -128,6 +140,31 @@ def prune_state_dict_with_layers_to_keep(prune_state_dict):
     return prune
 
 
+def bf16_without_implied_tpu(cfg, argv=None) -> bool:
+    """Fix 5 on a FairseqConfig: True when it took back a TPU that ``--bf16`` implied."""
+    common = cfg.common
+    argv = sys.argv[1:] if argv is None else argv
+    asked = any(arg == "--tpu" or arg.startswith(("common.tpu=", "++common.tpu=", "+common.tpu="))
+                for arg in argv)
+    if not (common.bf16 and common.tpu) or asked or importlib.util.find_spec("torch_xla"):
+        return False
+    with open_dict(cfg):
+        common.tpu = False
+    logger.warning("--bf16 without --tpu and without torch_xla: training in bf16 on this "
+                   "machine's device (fairseq's command line would have asked for a TPU)")
+    return True
+
+
+def call_main_with_bf16_on_this_device(call_main):
+    def call(cfg, main, **kwargs):
+        bf16_without_implied_tpu(cfg)
+        return call_main(cfg, main, **kwargs)
+
+    call.__doc__ = call_main.__doc__
+    call.takes_back_implied_tpu = True
+    return call
+
+
 def apply():
     """Apply all fixes (idempotent)."""
     global _applied
@@ -153,6 +190,10 @@ def apply():
         checkpoint_utils.prune_state_dict = prune_state_dict_with_layers_to_keep(
             checkpoint_utils.prune_state_dict
         )
+
+    ORIGINALS["call_main"] = distributed_utils.call_main
+    if not getattr(distributed_utils.call_main, "takes_back_implied_tpu", False):
+        distributed_utils.call_main = call_main_with_bf16_on_this_device(distributed_utils.call_main)
 
     if int(np.__version__.split(".")[0]) >= 2:
         if not hasattr(np, "compat"):

@@ -1,5 +1,6 @@
 """The fixes applied at plugin import, each shown to be needed and to work."""
 
+import re
 import subprocess
 import sys
 
@@ -74,3 +75,39 @@ def test_checkpoints_with_namespace_load(tmp_path):
                            capture_output=True, text=True)
     assert fixed.returncode == 0, fixed.stderr
     assert fixed.stdout.strip() == "ea_transformer"
+
+
+BF16_TRAIN = ["--task", "translation", "--arch", "ea_transformer", "--encoder-layers", "2",
+              "--decoder-layers", "2", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+              "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
+              "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+              "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "500", "--cpu",
+              "--num-workers", "0", "--bf16", "--fp16-no-flatten-grads"]
+
+
+def test_bf16_without_tpu_trains_on_this_device(tiny_data_bin, tmp_path):
+    """fairseq's command line makes --bf16 a TPU run: its Trainer then asks torch_xla for
+    the device. With the fix fairseq-train --bf16 trains (here on the CPU) and says why."""
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.trainer import Trainer
+    from fairseq import tasks
+    from conftest import ROOT, fairseq_cli, run
+
+    argv = [str(tiny_data_bin), "--user-dir", str(ROOT / "evo_fairseq"), *BF16_TRAIN]
+    cfg = convert_namespace_to_omegaconf(
+        options.parse_args_and_arch(options.get_training_parser(), argv))
+    assert cfg.common.tpu  # fairseq's implication
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    with pytest.raises(AttributeError, match="xla_device"):
+        Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    assert not compat.bf16_without_implied_tpu(cfg, argv=argv + ["--tpu"])  # asked for: kept
+    assert cfg.common.tpu
+    assert compat.bf16_without_implied_tpu(cfg, argv=argv) and not cfg.common.tpu
+
+    proc = run([fairseq_cli("train"), *argv, "--max-update", "2", "--save-dir", tmp_path,
+                "--no-save", "--log-format", "simple", "--log-interval", "1"])
+    log = proc.stdout + proc.stderr
+    assert "training in bf16 on this machine's device" in log
+    assert re.search(r"num_updates 2\b", log) and "done training" in log

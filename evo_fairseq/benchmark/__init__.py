@@ -11,7 +11,9 @@
     python -m evo_fairseq.benchmark transform ...                  the evolving map transform alone
     python -m evo_fairseq.benchmark sweep DIR [--best]             rank a hyper-parameter sweep
     python -m evo_fairseq.benchmark warmstart DIR ...              the warm-start comparison
+    python -m evo_fairseq.benchmark acceptance --data-bin DIR ...  the GPU acceptance run, in a
+                                                                   time budget (benchmark.sh gpu)
 
 Modules: ``compare`` (with ``converge``, its convergence report), ``speed``,
-``scaling``, ``transform``, ``sweep``, ``warmstart``.
+``scaling``, ``transform``, ``sweep``, ``warmstart``, ``acceptance``.
 """

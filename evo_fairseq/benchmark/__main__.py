@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-SUBCOMMANDS = ["compare", "speed", "scaling", "transform", "sweep", "warmstart"]
+SUBCOMMANDS = ["compare", "speed", "scaling", "transform", "sweep", "warmstart", "acceptance"]
 
 
 def main(argv=None):

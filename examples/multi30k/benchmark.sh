@@ -17,10 +17,17 @@
 #            without a ramp, (c) EA with an alpha/beta ramp (scripts/finetune-ea.sh), against
 #            (d) EA from scratch for P + K updates; validation loss every 100 updates and
 #            BLEU on test2016 (two trainings at a time, one thread each)
+#   gpu      the GPU acceptance run in MINUTES (default 8), as much as fits, in this order:
+#            the self-check on CUDA, the gpu-marked tests, fairseq-train --fp16/--bf16/--amp
+#            smoke runs with fairseq-generate, the converge protocol, speed rows (wmt_en_de at
+#            6 joined lines first); the data is prepared meanwhile. One report directory:
+#            WORK_DIR/benchmark/gpu/report.md (python -m evo_fairseq.benchmark acceptance)
+#   prepare  only the data (prep/ and the raw references)
 # Both use the main job's model and optimiser (examples/multi30k/run.sh) through
 # python -m evo_fairseq.benchmark; each run writes its own benchmark.json/.md.
 #
-# Usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|converge|speed|warmstart} [WORK_DIR]
+# Usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|converge|speed|warmstart|prepare} [WORK_DIR]
+#        bash examples/multi30k/benchmark.sh gpu [MINUTES [WORK_DIR]]
 #                                                          (default WORK_DIR: work/multi30k)
 #   SWEEP_UPDATES=200 QUALITY_UPDATES=300 SEEDS="1 2 3" EA_ARGS="--ea-alpha 0.8"
 #   ("all" runs the sweep, then the quality runs with the sweep's best setting)
@@ -31,10 +38,22 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/_env.sh"
 
-usage() { echo "usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|converge|speed|warmstart} [WORK_DIR]" >&2; exit 2; }
+usage() {
+  echo "usage: bash examples/multi30k/benchmark.sh {sweep|quality|all|converge|speed|warmstart|prepare} [WORK_DIR]" >&2
+  echo "       bash examples/multi30k/benchmark.sh gpu [MINUTES [WORK_DIR]]" >&2
+  exit 2
+}
 [ $# -ge 1 ] || usage
 STEP=$1
-WORK=${2:-$ROOT/work/multi30k}
+STARTED_AT=$(date +%s)
+MINUTES=8
+if [ "$STEP" = gpu ]; then
+  MINUTES=${2:-8}
+  [[ "$MINUTES" =~ ^[0-9]+([.][0-9]+)?$ ]] || {
+    echo "error: MINUTES must be a positive number, got '$MINUTES'" >&2; usage; }
+  shift || true
+fi
+WORK=$(mkdir -p "${2:-$ROOT/work/multi30k}" && cd "${2:-$ROOT/work/multi30k}" && pwd)
 SWEEP_UPDATES=${SWEEP_UPDATES:-200}
 QUALITY_UPDATES=${QUALITY_UPDATES:-300}
 SEEDS=${SEEDS:-1 2 3}
@@ -59,17 +78,48 @@ TRAIN_ARGS="--optimizer adam --adam-betas (0.9,0.98) --clip-norm 0.0 --lr 2e-3 -
   --warmup-updates 100 --dropout 0.1 --criterion label_smoothed_cross_entropy --label-smoothing 0.1
   --max-tokens 4096"
 
-case "$STEP" in sweep|quality|all|converge|speed|warmstart) ;; *)
-  echo "error: unknown step '$STEP' (allowed: sweep, quality, all, converge, speed, warmstart)" >&2; usage ;;
+case "$STEP" in sweep|quality|all|converge|speed|warmstart|gpu|prepare) ;; *)
+  echo "error: unknown step '$STEP' (allowed: sweep, quality, all, converge, speed, warmstart, gpu, prepare)" >&2; usage ;;
 esac
+CONVERGE_TRAIN="--optimizer adam --adam-betas (0.9,0.98) --clip-norm 0.0 --lr 2e-3
+  --lr-scheduler inverse_sqrt --warmup-updates 100 --dropout 0.3
+  --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 8192"
+converge_args() {  # the convergence protocol's harness options
+  echo "--arch iwslt_de_en --model-args '$MODEL_ARGS' --train-args '$CONVERGE_TRAIN'" \
+    "--gen-batch-size 128 --bpe-codes $PREP/code --seeds $SEEDS --max-update $CONVERGE_UPDATES" \
+    "--ea-args '$EA_ARGS' --checkpoint best --jobs $JOBS" \
+    "--timing-warmup $(( CONVERGE_UPDATES > 400 ? 100 : CONVERGE_UPDATES / 4 ))" \
+    "--reference $BENCH/test.en"
+}
 
-echo "==> preparing Multi30k De-En"
-bash "$ROOT/scripts/prepare-pair.sh" --src de --tgt en \
-  --train "$DATA/train" --valid "$DATA/val" --test "$DATA/test_2016_flickr" \
-  --bpe subword_nmt --bpe-merges 4000 --joined-dictionary --out "$PREP"
-mkdir -p "$BENCH/sweep" "$BENCH/quality"
-gunzip -c "$DATA/val.en.gz" > "$BENCH/val.en"
-gunzip -c "$DATA/test_2016_flickr.en.gz" > "$BENCH/test.en"
+prepare() {
+  echo "==> preparing Multi30k De-En"
+  bash "$ROOT/scripts/prepare-pair.sh" --src de --tgt en \
+    --train "$DATA/train" --valid "$DATA/val" --test "$DATA/test_2016_flickr" \
+    --bpe subword_nmt --bpe-merges 4000 --joined-dictionary --out "$PREP"
+  mkdir -p "$BENCH/sweep" "$BENCH/quality"
+  gunzip -c "$DATA/val.en.gz" > "$BENCH/val.en"
+  gunzip -c "$DATA/test_2016_flickr.en.gz" > "$BENCH/test.en"
+}
+
+if [ "$STEP" = prepare ]; then
+  prepare
+  exit 0
+fi
+
+if [ "$STEP" = gpu ]; then
+  out=$BENCH/gpu
+  mkdir -p "$out"
+  JOBS=${JOBS:-6}
+  echo "==> GPU acceptance run, $MINUTES min budget; report in $out"
+  python -m evo_fairseq.benchmark acceptance --data-bin "$PREP/data-bin" --out-dir "$out" \
+    --minutes "$MINUTES" --started-at "$STARTED_AT" \
+    --prepare "bash '$ROOT/examples/multi30k/benchmark.sh' prepare '$WORK'" \
+    --converge-args "$(converge_args)" --speed-args "--repeats ${REPEATS_GPU:-2}"
+  exit $?
+fi
+
+prepare
 
 harness() {
   # shellcheck disable=SC2086
@@ -83,15 +133,9 @@ if [ "$STEP" = converge ]; then
     JOBS=$(python -c "import torch; print(4 if torch.cuda.is_available() else 1)")
   fi
   out=$BENCH/converge
-  CONVERGE_TRAIN="--optimizer adam --adam-betas (0.9,0.98) --clip-norm 0.0 --lr 2e-3
-    --lr-scheduler inverse_sqrt --warmup-updates 100 --dropout 0.3
-    --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 8192"
   echo "==> converge: $CONVERGE_UPDATES updates, seeds $SEEDS, $JOBS at once, checkpoint_best.pt"
-  # shellcheck disable=SC2086
-  harness --seeds $SEEDS --max-update "$CONVERGE_UPDATES" --train-args "$CONVERGE_TRAIN" \
-    --ea-args "$EA_ARGS" --checkpoint best --jobs "$JOBS" \
-    --timing-warmup $(( CONVERGE_UPDATES > 400 ? 100 : CONVERGE_UPDATES / 4 )) \
-    --reference "$BENCH/test.en" --figure "$out.png" --out-dir "$out" > "$out.log" 2>&1 \
+  eval "python -m evo_fairseq.benchmark compare --data-bin '$PREP/data-bin' $(converge_args)" \
+    --figure "$out.png" --out-dir "$out" > "$out.log" 2>&1 \
     || { tail -20 "$out.log" >&2; exit 1; }
   cat "$out/benchmark.md"
   echo "figure: $out.png"

@@ -126,3 +126,17 @@ def test_convergence_protocol_runs_jobs_at_once_and_reports_each_seed(tiny_data_
         assert cells[4:] == [f"{plain['valid_loss']:.3f}", f"{ea['valid_loss']:.3f}"]
     assert "2 trainings ran at once" in table
     assert figure.stat().st_size > 10000
+
+
+def test_scaling_measures_each_convolution_layout(tmp_path):
+    out = tmp_path / "scaling.md"
+    run([sys.executable, "-m", "evo_fairseq.benchmark", "scaling", "--lengths", "8",
+         "--batch-size", "2", "--embed-dim", "32", "--heads", "4", "--repeats", "1",
+         "--rounds", "1", "--cpu", "--layouts", "contiguous", "channels_last", "--out", out])
+    text = out.read_text()
+    rows = [line.split("|")[1:-1] for line in text.splitlines()
+            if re.match(r"\| 8 \| (contiguous|channels_last) \|", line)]
+    assert [cells[1].strip() for cells in rows] == ["contiguous", "channels_last"]
+    # the layout changes no tensor that autograd keeps
+    assert rows[0][4] == rows[1][4] and float(rows[0][2]) > 0 and float(rows[1][2]) > 0
+    assert "today's on cpu: contiguous" in text

@@ -27,6 +27,7 @@ import torch
 from fairseq.modules import MultiheadAttention
 
 from evo_fairseq.modules import AttentionChain, EvolvingAttentionConfig, EvolvingMultiheadAttention
+from evo_fairseq.modules import evolving_map
 from evo_fairseq.modules.evolving_map_reference import reference_evolve_map
 
 
@@ -44,6 +45,7 @@ def use_composition(evolving):
 
 
 def build(kind, embed_dim, heads, stack):
+    kind = kind.split("@")[0]  # ea@LAYOUT: the EA layer, its convolutions in LAYOUT
     if kind == "plain":
         return MultiheadAttention(embed_dim, heads, self_attention=True), None
     chain = AttentionChain(stack, EvolvingAttentionConfig())
@@ -103,6 +105,19 @@ def self_attention_forward(kind, length, args, device):
 
 
 def measure(kind, length, args, device):
+    """Time and memory of one layer of ``kind`` (plain, ea, composition or ea@LAYOUT)."""
+    layout = kind.partition("@")[2]
+    if not layout:
+        return measure_layer(kind, length, args, device)
+    before = evolving_map.CONV_LAYOUT.get(device, "contiguous")
+    evolving_map.set_conv_layout(device, layout)
+    try:
+        return measure_layer(kind, length, args, device)
+    finally:
+        evolving_map.set_conv_layout(device, before)
+
+
+def measure_layer(kind, length, args, device):
     forward = self_attention_forward(kind, length, args, device)
 
     def forward_backward():
@@ -187,6 +202,9 @@ def main(argv=None):
                         help="interleaved rounds (plain, EA, composition, ...); medians over them")
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--out", help="also write the markdown table here")
+    parser.add_argument("--layouts", nargs="+", default=[], choices=list(evolving_map.LAYOUTS),
+                        help="also measure the EA layer with its convolutions in these memory "
+                             "layouts (interleaved with the rest)")
     parser.add_argument("--profile", type=int, metavar="LENGTH",
                         help="print a profile by operation at this length instead of the table")
     args = parser.parse_args(argv)
@@ -209,7 +227,7 @@ def main(argv=None):
         f"step EA (ms) | ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    kinds = ["plain", "ea", "composition"]
+    kinds = ["plain", "ea", "composition"] + [f"ea@{layout}" for layout in args.layouts]
     rows = []
     for length in args.lengths:
         # interleaved: each repeat measures every kind once, then the medians are taken
@@ -240,6 +258,19 @@ def main(argv=None):
                 f"{comp['train_ms'] / plain['train_ms']:.2f}x | {ea['train_ms'] / comp['train_ms']:.2f}x | "
                 f"{comp['memory_mb']:.3f} | {comp['memory_mb'] / plain['memory_mb']:.2f}x | "
                 f"{comp['step_ms']:.3f} | {comp['step_ms'] / plain['step_ms']:.2f}x |")
+    if args.layouts:
+        lines += ["", f"The same EA layer with its convolutions in each memory layout (today's on "
+                  f"{device}: {evolving_map.CONV_LAYOUT.get(device, 'contiguous')}), same run:", "",
+                  "| length | layout | fwd+bwd (ms) | ratio to plain | memory (MB) | "
+                  "step (ms) | ratio to plain |", "|---|---|---|---|---|---|---|"]
+        for row in rows:
+            plain = row["plain"]
+            for layout in args.layouts:
+                ea = row[f"ea@{layout}"]
+                lines.append(
+                    f"| {row['length']} | {layout} | {ea['train_ms']:.2f} | "
+                    f"{ea['train_ms'] / plain['train_ms']:.2f}x | {ea['memory_mb']:.3f} | "
+                    f"{ea['step_ms']:.3f} | {ea['step_ms'] / plain['step_ms']:.2f}x |")
     table = "\n".join(lines) + "\n"
     if args.out:
         with open(args.out, "w") as f:

@@ -31,6 +31,38 @@ from torch import Tensor
 
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "linear")
 LEAKY_SLOPE = 0.01  # F.leaky_relu's default
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+# The convolutions' memory layout by device type, chosen by measurement (docs/benchmarks.md,
+# "The convolution's layout"); the maps stay contiguous outside the convolutions (fairseq
+# views them as (bsz * heads, tgt_len, src_len)), so another layout costs a copy in and out.
+CONV_LAYOUT = {"cpu": "contiguous", "cuda": "contiguous"}
+
+
+def set_conv_layout(device_type: str, layout: str):
+    """Choose the convolutions' layout (``contiguous`` or ``channels_last``) on a device type."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    CONV_LAYOUT[device_type] = layout
+
+
+def _conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding) -> Tensor:
+    """``F.conv2d`` in the device's chosen layout; the result is contiguous."""
+    layout = CONV_LAYOUT.get(x.device.type, "contiguous")
+    if layout == "contiguous":
+        return F.conv2d(x, weight, bias, padding=padding)
+    fmt = LAYOUTS[layout]
+    out = F.conv2d(x.contiguous(memory_format=fmt), weight.contiguous(memory_format=fmt), bias,
+                   padding=padding)
+    return out.contiguous()
+
+
+def _conv2d_weight(x: Tensor, weight: Tensor, grad: Tensor, padding) -> Tensor:
+    """The weight's gradient of :func:`_conv2d`, in the same layout."""
+    layout = CONV_LAYOUT.get(x.device.type, "contiguous")
+    if layout != "contiguous":
+        fmt = LAYOUTS[layout]
+        x, grad = x.contiguous(memory_format=fmt), grad.contiguous(memory_format=fmt)
+    return torch.nn.grad.conv2d_weight(x, weight.shape, grad, padding=padding)
 
 
 def blocked_fill(dtype: torch.dtype) -> float:
@@ -62,11 +94,11 @@ def _forward(ctx, logits, prev, weight, bias, history, blocked, masked, alpha, b
     if history is not None:
         window = torch.cat([history, conv_in], dim=2)
         extras["window"] = window
-        pre = F.conv2d(window, weight, bias, padding=(0, half))
+        pre = _conv2d(window, weight, bias, (0, half))
     elif causal:
-        pre = F.conv2d(conv_in, weight, bias, padding=(k - 1, half))[:, :, :tgt_len]
+        pre = _conv2d(conv_in, weight, bias, (k - 1, half))[:, :, :tgt_len]
     else:
-        pre = F.conv2d(conv_in, weight, bias, padding=half)
+        pre = _conv2d(conv_in, weight, bias, (half, half))
 
     sign = saved_pre = None
     if activation in ("relu", "leaky_relu"):
@@ -140,15 +172,14 @@ class EvolvingMapFunction(torch.autograd.Function):
             # correlation over the rows, the rows this convolution's output came from);
             # faster than convolution_backward's own on small channel counts
             flipped = weight.transpose(0, 1).flip(2, 3)
-            grad_input = F.conv2d(grad_pre, flipped, None, padding=(k - 1 if causal else half, half))
+            grad_input = _conv2d(grad_pre, flipped, None, (k - 1 if causal else half, half))
             if causal and history is None:
                 grad_input = grad_input[:, :, k - 1:]
         if needs[2] or (has_bias and needs[3]):
             if causal and history is None:  # the rows the forward pass dropped
                 grad_pre = F.pad(grad_pre, (0, 0, 0, k - 1))
             if needs[2]:
-                grad_weight = torch.nn.grad.conv2d_weight(window, weight.shape, grad_pre,
-                                                          padding=padding)
+                grad_weight = _conv2d_weight(window, weight, grad_pre, padding)
             if has_bias and needs[3]:
                 grad_bias = grad_pre.sum((0, 2, 3))
 

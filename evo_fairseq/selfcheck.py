@@ -226,6 +226,16 @@ def guarded(labels: Dict, check, *args) -> Dict:
 
 
 def run_checks(device: str = "cpu", fused=None) -> List[Dict]:
+    # fp32 is fp32: no TF32 convolutions or matmuls on CUDA (cuDNN's default allows them)
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return _run_checks(device, fused)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+def _run_checks(device, fused):
     results = []
     for mode in modes(device):
         for stack in STACKS:

@@ -13,6 +13,11 @@ import torch
 import evo_fairseq  # noqa: F401  (registers the model, applies the fairseq fixes)
 from fairseq import options, tasks
 
+# fp32 is fp32 on CUDA too: TF32 convolutions and matmuls (on by default for cuDNN)
+# would blur the 1e-6 comparisons of the device-following tests
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "multi30k" / "data"
 BIN = Path(sys.executable).parent
@@ -145,3 +150,13 @@ def tiny_data_bin(tiny_corpus, tmp_path_factory):
 def multi30k_lines(split, lang, n):
     """The first n raw sentences of a bundled Multi30k split (train, val, test_2016_flickr)."""
     return read_gz(DATA / f"{split}.{lang}.gz", n)
+
+
+CUDA = torch.cuda.is_available()
+# the device-following numerical tests: CPU always, CUDA where there is one (-m gpu selects it)
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")])]
+
+
+def to_device(device, *tensors):
+    return [t.to(device) if torch.is_tensor(t) else t for t in tensors]

@@ -6,6 +6,8 @@ the incremental path; half precision stays finite."""
 import pytest
 import torch
 
+from conftest import DEVICES, to_device
+
 from evo_fairseq.modules.evolving_map_reference import reference_evolve
 from evo_fairseq.benchmark.scaling import saved_activation_bytes as saved_bytes
 from evo_fairseq.modules.evolving_map import ACTIVATIONS, blocked_fill, evolve_map
@@ -46,12 +48,13 @@ CASES = [(stack, padding, k, act)
          if k == 3 or act == "relu"]  # every kernel size with relu, every activation with k = 3
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("stack,padding,k,act", CASES)
-def test_forward_matches_the_composition_and_gradients_are_exact(stack, padding, k, act):
-    blocked, masked = masks(stack, padding)
+def test_forward_matches_the_composition_and_gradients_are_exact(stack, padding, k, act, device):
+    blocked, masked = to_device(device, *masks(stack, padding))
     causal = stack != "encoder"
     alpha, beta = 0.7, 0.4
-    logits, prev, weight, bias = inputs(k, torch.float32)
+    logits, prev, weight, bias = to_device(device, *inputs(k, torch.float32))
     out, mixed, conv_out, _ = evolve_map(logits.clone(), prev, weight, bias, alpha, beta, act,
                                          causal, blocked, masked, keep_conv_out=True)
     ref_out, ref_mixed, ref_conv = reference_evolve(logits, prev, weight, bias, alpha, beta, act,
@@ -63,7 +66,7 @@ def test_forward_matches_the_composition_and_gradients_are_exact(stack, padding,
     assert (mixed - ref_mixed).abs().max() < 1e-6 and (conv_out - ref_conv).abs().max() < 1e-6
 
     # float64: gradcheck of the hand-written backward, and autograd of the composition
-    logits, prev, weight, bias = (t.requires_grad_() for t in inputs(k, seed=1))
+    logits, prev, weight, bias = (t.requires_grad_() for t in to_device(device, *inputs(k, seed=1)))
     fused = lambda s, p, w, b: evolve_map(s.clone(), p, w, b, alpha, beta, act, causal,
                                           blocked, masked)[0]
     assert torch.autograd.gradcheck(fused, (logits, prev, weight, bias), eps=1e-6, atol=1e-5)
@@ -78,14 +81,15 @@ def test_forward_matches_the_composition_and_gradients_are_exact(stack, padding,
         assert torch.allclose(grad, ref_grad, atol=1e-10)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("k", [1, 3, 5])
 @pytest.mark.parametrize("act", ACTIVATIONS)
-def test_incremental_rows_match_and_have_exact_gradients(k, act):
+def test_incremental_rows_match_and_have_exact_gradients(k, act, device):
     """One new target row against the k - 1 kept rows (narrower keys zero-extended)."""
     src_len = 6
-    logits, prev, weight, bias = inputs(k, tgt_len=1, src_len=src_len, seed=2)
-    history = torch.randn(B, H, k - 1, src_len - 1, dtype=torch.float64)
-    blocked = torch.zeros(B, 1, 1, src_len, dtype=torch.bool)
+    logits, prev, weight, bias = to_device(device, *inputs(k, tgt_len=1, src_len=src_len, seed=2))
+    history = torch.randn(B, H, k - 1, src_len - 1, dtype=torch.float64, device=device)
+    blocked = torch.zeros(B, 1, 1, src_len, dtype=torch.bool, device=device)
     blocked[1, ..., :2] = True  # left-padded keys of the second sentence
     out, mixed, _, new_history = evolve_map(logits.clone(), prev, weight, bias, 0.6, 0.5, act,
                                             True, blocked, None, history)
@@ -103,10 +107,11 @@ def test_incremental_rows_match_and_have_exact_gradients(k, act):
     assert torch.autograd.gradcheck(fused, args, eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_stays_finite_along_a_chain(dtype):
-    blocked, masked = masks("decoder", "right")
-    logits, prev, weight, bias = inputs(3, dtype)
+def test_half_precision_stays_finite_along_a_chain(dtype, device):
+    blocked, masked = to_device(device, *masks("decoder", "right"))
+    logits, prev, weight, bias = to_device(device, *inputs(3, dtype))
     for _ in range(4):  # each layer mixes in its predecessor's masked map
         prev, _, _, _ = evolve_map(logits.clone() * 30, prev, weight, bias, 0.9, 0.5, "relu",
                                    True, blocked, masked)

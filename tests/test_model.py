@@ -6,7 +6,7 @@ import torch
 from fairseq import search
 from fairseq.sequence_generator import SequenceGenerator
 
-from conftest import build_model, random_batch
+from conftest import DEVICES, build_model, random_batch, to_device
 from evo_fairseq.modules import EvolvingMultiheadAttention
 
 ALL_STACKS = ["encoder,decoder,cross", "decoder", "cross"]
@@ -67,10 +67,12 @@ def test_alpha_beta_zero_reproduces_transformer_with_same_weights(dict_dir):
         assert torch.equal(hyp_plain[0]["tokens"], hyp_ea[0]["tokens"])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("stacks", ALL_STACKS)
-def test_decoder_is_causal_in_every_layer(dict_dir, stacks):
+def test_decoder_is_causal_in_every_layer(dict_dir, stacks, device):
     model, task, _ = build_model(dict_dir, extra=["--ea-stacks", stacks, "--ea-kernel-size", "5"])
-    src, src_lengths, prev, _ = random_batch(task, bsz=2, tgt_len=8)
+    model.to(device)
+    src, src_lengths, prev = to_device(device, *random_batch(task, bsz=2, tgt_len=8)[:3])
     states, _ = decoder_states(model, src, src_lengths, prev)
     for t in range(1, prev.size(1)):
         changed = prev.clone()
@@ -83,13 +85,15 @@ def test_decoder_is_causal_in_every_layer(dict_dir, stacks):
             assert not torch.allclose(before[:, t:], after[:, t:]), (stacks, layer, t)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("left_pad_source", [True, False])
 @pytest.mark.parametrize("stacks", ALL_STACKS + ["encoder"])
-def test_scores_do_not_depend_on_batch_padding(dict_dir, stacks, left_pad_source):
+def test_scores_do_not_depend_on_batch_padding(dict_dir, stacks, left_pad_source, device):
     model, task, _ = build_model(dict_dir, extra=["--ea-stacks", stacks])
-    src, src_lengths, prev, tgt_lengths = random_batch(
+    model.to(device)
+    src, src_lengths, prev, tgt_lengths = to_device(device, *random_batch(
         task, bsz=3, src_len=9, tgt_len=7, left_pad_source=left_pad_source
-    )
+    ))
     _, batch_lprobs = decoder_states(model, src, src_lengths, prev)
     pad = task.source_dictionary.pad()
     for b in range(src.size(0)):
@@ -114,10 +118,12 @@ def test_left_padded_targets_do_not_leak(dict_dir):
         assert (alone[0] - batch_lprobs[b, prev.size(1) - n:]).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kernel_size", [1, 3, 5])
-def test_incremental_decoding_equals_full_forward(dict_dir, kernel_size):
+def test_incremental_decoding_equals_full_forward(dict_dir, kernel_size, device):
     model, task, _ = build_model(dict_dir, extra=["--ea-kernel-size", str(kernel_size)])
-    src, src_lengths, prev, _ = random_batch(task, bsz=2, tgt_len=9)
+    model.to(device)
+    src, src_lengths, prev = to_device(device, *random_batch(task, bsz=2, tgt_len=9)[:3])
     prev[:, :] = prev[0]  # no target padding during step-by-step decoding
     encoder_out = model.encoder(src, src_lengths=src_lengths)
     full = model.get_normalized_probs(model.decoder(prev, encoder_out=encoder_out), log_probs=True)
@@ -130,13 +136,15 @@ def test_incremental_decoding_equals_full_forward(dict_dir, kernel_size):
     assert (step_lprobs - full).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("stacks", ["encoder,decoder,cross", "cross"])
-def test_beam_search_scores_equal_full_rescoring(dict_dir, stacks):
+def test_beam_search_scores_equal_full_rescoring(dict_dir, stacks, device):
     """Beam search reorders the kept rows; its positional scores must equal a
     full forward pass over each hypothesis."""
     model, task, _ = build_model(dict_dir, extra=["--ea-stacks", stacks], seed=7)
+    model.to(device)
     tgt_dict = task.target_dictionary
-    src, src_lengths, _, _ = random_batch(task, bsz=3, src_len=8, seed=5)
+    src, src_lengths = to_device(device, *random_batch(task, bsz=3, src_len=8, seed=5)[:2])
     generator = SequenceGenerator(
         [model], tgt_dict, beam_size=5, max_len_b=12, min_len=3,
         search_strategy=search.BeamSearch(tgt_dict),

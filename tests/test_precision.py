@@ -19,13 +19,9 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.trainer import Trainer
 
-from conftest import ROOT, build_model, random_batch
+from conftest import CUDA, DEVICES, ROOT, build_model, random_batch
 from evo_fairseq import compat, selfcheck
 from evo_fairseq.modules import evolving_map
-
-CUDA = torch.cuda.is_available()
-DEVICES = ["cpu", pytest.param("cuda", marks=[
-    pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")])]
 
 
 def mode_params(device):

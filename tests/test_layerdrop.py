@@ -1,6 +1,6 @@
 """LayerDrop and pruning: skipped layers hand nothing on, the next layer that runs takes
 the last map (or starts the chain), and --*-layers-to-keep keeps each layer's own
-convolution (with fairseq's list-vs-string bug fixed in compat.py)."""
+convolution but the first kept one's (with fairseq's list-vs-string bug fixed in compat.py)."""
 
 import torch
 from fairseq import checkpoint_utils
@@ -83,8 +83,12 @@ def test_pruned_layerdrop_checkpoint_generates_and_keeps_own_convolutions(tiny_d
     assert pruned.encoder.layers[0].self_attn.evolving is None
     assert torch.equal(pruned.encoder.layers[1].self_attn.evolving.conv.weight,
                        full.encoder.layers[2].self_attn.evolving.conv.weight)
-    assert torch.equal(pruned.decoder.layers[0].encoder_attn.evolving.conv.weight,
-                       full.decoder.layers[1].encoder_attn.evolving.conv.weight)
+    # the first layer kept starts the chain: no convolution (the original layer 1's would
+    # never run there), so no parameter that DDP would find unused
+    assert pruned.decoder.layers[0].encoder_attn.evolving is None
+    assert pruned.decoder.layers[0].self_attn.evolving is None
+    assert torch.equal(pruned.decoder.layers[1].encoder_attn.evolving.conv.weight,
+                       full.decoder.layers[2].encoder_attn.evolving.conv.weight)
     # and the chain follows the kept layers: the full model with those layers skipped
     del full.encoder.layers[1]
     del full.decoder.layers[0]

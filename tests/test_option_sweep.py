@@ -40,12 +40,26 @@ TRAINS_AND_GENERATES = {
     # right-padded source, left-padded target (fairseq's flags flip its defaults)
     "padding sides": ["--left-pad-source", "--left-pad-target"],
     "ramp": ["--ea-ramp-updates", "4"],
+    "checkpointed activations": ["--checkpoint-activations", "--dropout", "0.2"],
+    "offloaded activations": ["--offload-activations"],
+    # what the refusal of cross-self-attention with an evolving decoder suggests
+    "cross-self-attention, encoder and cross stacks": [
+        "--cross-self-attention", "--ea-stacks", "encoder,cross"],
 }
 
 REFUSED = {
-    "checkpoint activations": (["--checkpoint-activations"], "--checkpoint-activations"),
-    "offloaded activations": (["--offload-activations"], "--checkpoint-activations (or --offload"),
-    "cross-self-attention": (["--cross-self-attention"], "--cross-self-attention is not supported"),
+    "cross-self-attention": (["--cross-self-attention"], "ValueError: --cross-self-attention is "
+                             "not supported with an evolving decoder self-attention"),
+    "cross-self-attention, decoder stack": (
+        ["--cross-self-attention", "--ea-stacks", "decoder"], "ValueError: --cross-self-attention "
+        "is not supported with an evolving decoder self-attention (decoder in --ea-stacks)"),
+    "xFormers, encoder": (["--encoder-xformers-att-config", '{"name": "scaled_dot_product"}'],
+                          "ValueError: --encoder-xformers-att-config is not supported with "
+                          "evolving encoder attention (encoder in --ea-stacks)"),
+    "xFormers, decoder": (["--decoder-xformers-att-config", '{"name": "scaled_dot_product"}',
+                           "--ea-stacks", "cross"],
+                          "ValueError: --decoder-xformers-att-config is not supported with "
+                          "evolving decoder attention (cross in --ea-stacks)"),
 }
 
 
@@ -64,5 +78,6 @@ def test_option_is_refused_with_the_reason(tiny_data_bin, tmp_path, options, rea
     with pytest.raises(AssertionError) as failure:
         run([fairseq_cli("train"), tiny_data_bin, *BASE, *TRAIN, *options,
              "--save-dir", tmp_path])
-    assert reason in str(failure.value)
+    stderr = str(failure.value).split("--- stderr ---", 1)[1]  # not the echoed command
+    assert reason in stderr
     assert not (tmp_path / "checkpoint_last.pt").exists()

@@ -43,13 +43,14 @@ from evo_fairseq.modules import (
     EvolvingMultiheadAttention,
 )
 from evo_fairseq.modules import evolving_attention
+from evo_fairseq.modules.chain_checkpoint import checkpoint_evolving_layer
 
 from .ea_transformer_config import EATransformerConfig, ea_field_names
 
 logger = logging.getLogger(__name__)
 
 _RAMP_STEP = ".evolving.ramp_step"
-_FIRST_LAYER = re.compile(r"(^|\.)(encoder|decoder)\.layers\.0\.")
+_LAYER_INDEX = re.compile(r"(encoder|decoder)\.layers\.(\d+)\.")
 
 
 def _argparse_type(parse):
@@ -65,18 +66,34 @@ def _argparse_type(parse):
     return parse_arg
 
 
-def _check_supported(cfg):
-    if getattr(cfg, "checkpoint_activations", False):
+def _check_supported(cfg, stacks):
+    """Refuse, with the reason and what works, the options evolving attention cannot honour."""
+    if "decoder" in stacks and cfg.cross_self_attention:
         raise ValueError(
-            "--checkpoint-activations (or --offload-activations) is not supported with "
-            "evolving attention: recomputing a layer in the backward pass would not see "
-            "the map its previous layer handed on. Drop it, or use --ea-stacks none."
+            "--cross-self-attention is not supported with an evolving decoder self-attention "
+            "(decoder in --ea-stacks): its keys are the source followed by the target, and the "
+            "convolution along the keys would run across that boundary. Use --ea-stacks "
+            "encoder,cross (fairseq's cross-self-attention in the decoder, evolving encoder "
+            "and encoder-decoder attention), or drop --cross-self-attention."
         )
-    if getattr(cfg, "cross_self_attention", False):
-        raise ValueError(
-            "--cross-self-attention is not supported with evolving decoder attention; "
-            "use --ea-stacks encoder,cross or drop --cross-self-attention."
-        )
+    for side, side_stacks in (("encoder", ("encoder",)), ("decoder", ("decoder", "cross"))):
+        evolving = [stack for stack in side_stacks if stack in stacks]
+        if evolving and getattr(getattr(cfg, side), "xformers_att_config", None):
+            raise ValueError(
+                f"--{side}-xformers-att-config is not supported with evolving {side} attention "
+                f"({','.join(evolving)} in --ea-stacks): xFormers computes the softmax of QK^T "
+                f"inside its kernel, where the map cannot evolve. Drop "
+                f"--{side}-xformers-att-config: fairseq's own attention path then runs."
+            )
+
+
+def _wrap_layer(layer, cfg, chains):
+    """fairseq's wrapping of a built layer: activation checkpointing (with the chains' maps
+    as explicit inputs and outputs), then FSDP (which always wraps a checkpointed layer)."""
+    if cfg.checkpoint_activations:
+        layer = checkpoint_evolving_layer(layer, chains, offload_to_cpu=cfg.offload_activations)
+    min_params_to_wrap = 0 if cfg.checkpoint_activations else cfg.min_params_to_wrap
+    return fsdp_wrap(layer, min_num_params=min_params_to_wrap)
 
 
 class EATransformerEncoderLayer(TransformerEncoderLayerBase):
@@ -165,8 +182,8 @@ class EATransformerEncoder(TransformerEncoderBase):
     def __init__(self, cfg, dictionary, embed_tokens, return_fc=False):
         ea_cfg = EvolvingAttentionConfig.from_args(cfg)
         self.self_attn_chain = None
+        _check_supported(cfg, ea_cfg.stacks)
         if "encoder" in ea_cfg.stacks:
-            _check_supported(cfg)
             self.self_attn_chain = AttentionChain(
                 "encoder", ea_cfg, _kept_layer_ids(cfg.encoder.layers_to_keep)
             )
@@ -176,7 +193,7 @@ class EATransformerEncoder(TransformerEncoderBase):
         if self.self_attn_chain is None:
             return super().build_encoder_layer(cfg)
         layer = EATransformerEncoderLayer(cfg, self.self_attn_chain, return_fc=self.return_fc)
-        return fsdp_wrap(layer, min_num_params=cfg.min_params_to_wrap)
+        return _wrap_layer(layer, cfg, [self.self_attn_chain])
 
     def forward(
         self, src_tokens, src_lengths=None, return_all_hiddens: bool = False, token_embeddings=None
@@ -197,8 +214,7 @@ class EATransformerDecoder(TransformerDecoderBase):
     ):
         ea_cfg = EvolvingAttentionConfig.from_args(cfg)
         self.self_attn_chain = self.cross_attn_chain = None
-        if "decoder" in ea_cfg.stacks or "cross" in ea_cfg.stacks:
-            _check_supported(cfg)
+        _check_supported(cfg, ea_cfg.stacks)
         layer_ids = _kept_layer_ids(cfg.decoder.layers_to_keep)
         if "decoder" in ea_cfg.stacks:
             self.self_attn_chain = AttentionChain("decoder", ea_cfg, layer_ids)
@@ -222,7 +238,7 @@ class EATransformerDecoder(TransformerDecoderBase):
         layer = EATransformerDecoderLayer(
             cfg, self.self_attn_chain, self.cross_attn_chain, no_encoder_attn
         )
-        return fsdp_wrap(layer, min_num_params=cfg.min_params_to_wrap)
+        return _wrap_layer(layer, cfg, self.attn_chains)
 
     def extract_features(
         self,
@@ -331,8 +347,12 @@ class EATransformerModel(TransformerModel):
         """
         super().upgrade_state_dict_named(state_dict, name)
         prefix = name + "." if name else ""
+        # with --*-layers-to-keep the checkpoint still has the original layer indices (fairseq
+        # prunes it after this upgrade): this model's keys are named by those
+        original = self._original_layer_ids()
         own = {
-            prefix + key: value
+            prefix + _LAYER_INDEX.sub(lambda m: f"{m[1]}.layers.{original[m[1]][int(m[2])]}.", key):
+                value
             for key, value in self.state_dict().items()
             if ".evolving." in key
         }
@@ -350,11 +370,24 @@ class EATransformerModel(TransformerModel):
                     del state_dict[key]
         elif not any(k.endswith(_RAMP_STEP) for k in theirs):
             state_dict.update((k, v) for k, v in own.items() if k.endswith(_RAMP_STEP))
-        # a pruned model saved after --*-layers-to-keep without its original layer 0 has a
-        # convolution in its new layer 0, which starts the chain and never uses it
+        # the first layer a stack builds starts its chain and has no convolution: one that a
+        # checkpoint holds there (its original layer 0 was pruned away) is never used
+        first = {side: f"{side}.layers.{ids[0]}." for side, ids in original.items() if ids}
         for key in theirs:
-            if _FIRST_LAYER.search(key) and key not in own and key in state_dict:
+            match = _LAYER_INDEX.search(key)
+            if (match and key.startswith(prefix + first.get(match[1], "-"))
+                    and key not in own and key in state_dict):
                 del state_dict[key]
+
+    def _original_layer_ids(self):
+        """``{side: [original index of each built layer]}`` for encoder and decoder."""
+        ids = {}
+        for side, module in (("encoder", self.encoder), ("decoder", self.decoder)):
+            chains = [c for c in (getattr(module, "self_attn_chain", None),
+                                  getattr(module, "cross_attn_chain", None)) if c is not None]
+            kept = chains[0].layer_ids if chains else None
+            ids[side] = kept if kept is not None else list(range(len(module.layers)))
+        return ids
 
 
 @register_model_architecture("ea_transformer", "ea_transformer")

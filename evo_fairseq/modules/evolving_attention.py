@@ -146,8 +146,8 @@ class AttentionChain:
 
     Args:
         layer_ids: the original indices of the layers this stack builds, when
-            ``--{encoder,decoder}-layers-to-keep`` prunes it: a kept layer has
-            its own convolution exactly when its original index is >= 1.
+            ``--{encoder,decoder}-layers-to-keep`` prunes it (checkpoints name their
+            layers by them until fairseq prunes the state dict).
     """
 
     def __init__(self, stack: str, cfg: EvolvingAttentionConfig, layer_ids=None):
@@ -170,16 +170,16 @@ class AttentionChain:
     def add_layer(self, num_heads: int) -> Optional["EvolvingAttention"]:
         """Register the stack's next layer and build its residual convolution.
 
-        Returns None for the first layer, which only starts the chain.
+        Returns None for the first layer it builds, which only starts the chain (also when
+        pruning kept a later layer first: a convolution there would never run, and DDP
+        would find it unused).
         """
         index = self.num_layers
-        if self.layer_ids is not None:
-            if index >= len(self.layer_ids):
-                raise ValueError(
-                    f"{self.stack} attention: more layers built than the "
-                    f"{len(self.layer_ids)} kept ({self.layer_ids})"
-                )
-            index = self.layer_ids[index]
+        if self.layer_ids is not None and index >= len(self.layer_ids):
+            raise ValueError(
+                f"{self.stack} attention: more layers built than the "
+                f"{len(self.layer_ids)} kept ({self.layer_ids})"
+            )
         self.num_layers += 1
         if index == 0:
             return None
@@ -204,6 +204,14 @@ class AttentionChain:
         self.prev_attn_logits = None
         self.query_padding_mask = None
         self.is_open = False
+
+    def state(self) -> Tuple:
+        """What the next layer reads: ``(prev_attn_logits, query_padding_mask, layer_idx,
+        is_open)`` (for activation checkpointing, which hands it over explicitly)."""
+        return self.prev_attn_logits, self.query_padding_mask, self.layer_idx, self.is_open
+
+    def set_state(self, state: Tuple):
+        self.prev_attn_logits, self.query_padding_mask, self.layer_idx, self.is_open = state
 
 
 class EvolvingAttention(nn.Module):

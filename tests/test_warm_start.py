@@ -157,3 +157,45 @@ def test_warm_start_helper_refuses_what_it_cannot_start_from(plain_checkpoint, t
     proc = run(["bash", "-c", f"bash {ROOT}/scripts/finetune-ea.sh {tmp_path}/missing.pt "
                               f"{tmp_path} {tmp_path}/out 2>&1; echo rc=$?"])
     assert "plain checkpoint" in proc.stdout and "not found" in proc.stdout and "rc=2" in proc.stdout
+
+
+@pytest.mark.parametrize("ramp", ["0", "4"])
+def test_warm_start_with_layers_to_keep_places_the_new_convolutions(dict_dir, ramp):
+    """fairseq upgrades a state dict before it prunes it: the convolutions (and ramp counters)
+    a warm start adds are named by the original layer indices, so pruning keeps them in place."""
+    plain, task, _ = build_model(dict_dir, arch="transformer", seed=3)
+    keep = ["--encoder-layers-to-keep", "0,2", "--decoder-layers-to-keep", "1,2",
+            "--ea-ramp-updates", ramp]
+    ea, _, args = build_model(dict_dir, extra=keep, seed=4)
+    fresh = {n: p.clone() for n, p in ea.state_dict().items() if ".evolving." in n}
+    assert sorted(fresh) == sorted(
+        f"{side}.layers.1.{attn}.evolving.{p}" for side, attn in
+        [("encoder", "self_attn"), ("decoder", "self_attn"), ("decoder", "encoder_attn")]
+        for p in ("conv.weight", "conv.bias") + (("ramp_step",) if ramp != "0" else ()))
+    ea.load_state_dict(plain.state_dict(), strict=True, model_cfg=args)
+    state = ea.state_dict()
+    for name, value in fresh.items():  # the kept layers' own, freshly initialised
+        assert torch.equal(state[name], value), name
+    plain_state = plain.state_dict()
+    for side, kept in (("encoder", [0, 2]), ("decoder", [1, 2])):
+        for new, original in enumerate(kept):
+            for p in ("fc1.weight", "self_attn.k_proj.weight"):
+                assert torch.equal(state[f"{side}.layers.{new}.{p}"],
+                                   plain_state[f"{side}.layers.{original}.{p}"])
+
+
+def test_pruned_warm_start_trains_and_generates(tiny_data_bin, tmp_path):
+    plain = tmp_path / "plain"
+    run([fairseq_cli("train"), tiny_data_bin, "--arch", "transformer", *TINY, *TRAIN,
+         "--max-update", "3", "--save-dir", plain])
+    tuned = tmp_path / "ea"
+    out = run([fairseq_cli("train"), tiny_data_bin, "--arch", "ea_transformer", *TINY, *TRAIN,
+               "--encoder-layers-to-keep", "1", "--decoder-layers-to-keep", "0,2",
+               "--restore-file", plain / "checkpoint_last.pt", "--reset-optimizer",
+               "--reset-dataloader", "--reset-meters", "--reset-lr-scheduler",
+               "--max-update", "2", "--save-dir", tuned])
+    assert "warm start" in out.stdout + out.stderr
+    out = run([fairseq_cli("generate"), tiny_data_bin, "--user-dir", ROOT / "evo_fairseq",
+               "--path", tuned / "checkpoint_last.pt", "--gen-subset", "test", "--beam", "2",
+               "--max-len-b", "4", "--batch-size", "32"])
+    assert sum(line.startswith("H-") for line in out.stdout.splitlines()) == 21

@@ -27,10 +27,19 @@ where fairseq or its dependencies already behave.
    torch_xla is not installed and ``--tpu`` was not given, the TPU that fairseq
    implied is taken back (with a warning) before ``call_main``, so bf16 trains on
    the device at hand, as ``fairseq-hydra-train`` with ``common.bf16=true`` does.
+6. Multi-process checkpoint loading: rank 0 loads a checkpoint (``--restore-file``, or
+   ``checkpoint_last.pt`` on resume) and broadcasts it; the other ranks unpickle it with
+   ``torch.load``'s ``weights_only=True`` (torch >= 2.6), which refuses the checkpoint's
+   ``DictConfig``, so every multi-GPU resume stops there. The bytes come from rank 0 of
+   the same job, which loaded the checkpoint itself: the receivers load them in full.
+7. ``--ddp-backend pytorch_ddp`` (fairseq's default) on CPUs: fairseq always passes
+   ``device_ids=[device_id]``, which torch's ``DistributedDataParallel`` refuses for a
+   module on the CPU. For such a module it is left out, as torch requires.
 """
 
 import argparse
 import importlib.util
+import io
 import logging
 import sys
 import types
@@ -40,8 +49,10 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.data import bucket_pad_length_dataset, data_utils
 from fairseq.distributed import utils as distributed_utils
+from fairseq.models import distributed_fairseq_model
 from fairseq.models.transformer import TransformerModel, TransformerModelBase
 from omegaconf import ListConfig, OmegaConf, open_dict
+from torch.nn.parallel import DistributedDataParallel
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +176,30 @@ def call_main_with_bf16_on_this_device(call_main):
     return call
 
 
+def broadcast_object_slow(obj, src_rank, group, dist_device):
+    """fairseq's ``distributed.utils._broadcast_object_slow``, its receivers unpickling the
+    sender's bytes in full (fix 6)."""
+    if distributed_utils.get_rank(group) == src_rank:
+        return ORIGINALS["_broadcast_object_slow"](obj, src_rank, group, dist_device)
+    length = torch.LongTensor([0]).to(dist_device)
+    distributed_utils.broadcast(length, src=src_rank, group=group)
+    buffer = torch.ByteTensor(int(length.item())).to(dist_device)
+    distributed_utils.broadcast(buffer, src=src_rank, group=group)
+    return torch.load(io.BytesIO(buffer.cpu().numpy()), map_location="cpu", weights_only=False)
+
+
+broadcast_object_slow.trusts_its_sender = True
+
+
+class CpuAwareDistributedDataParallel(DistributedDataParallel):
+    """torch's DDP as fairseq builds it, without device ids for a CPU module (fix 7)."""
+
+    def __init__(self, module, device_ids=None, output_device=None, **kwargs):
+        if all(p.device.type == "cpu" for p in module.parameters()):
+            device_ids = output_device = None
+        super().__init__(module, device_ids=device_ids, output_device=output_device, **kwargs)
+
+
 def apply():
     """Apply all fixes (idempotent)."""
     global _applied
@@ -194,6 +229,14 @@ def apply():
     ORIGINALS["call_main"] = distributed_utils.call_main
     if not getattr(distributed_utils.call_main, "takes_back_implied_tpu", False):
         distributed_utils.call_main = call_main_with_bf16_on_this_device(distributed_utils.call_main)
+
+    ORIGINALS["_broadcast_object_slow"] = distributed_utils._broadcast_object_slow
+    if not getattr(distributed_utils._broadcast_object_slow, "trusts_its_sender", False):
+        distributed_utils._broadcast_object_slow = broadcast_object_slow
+
+    ORIGINALS["DistributedDataParallel"] = distributed_fairseq_model.DistributedDataParallel
+    if distributed_fairseq_model.DistributedDataParallel is DistributedDataParallel:
+        distributed_fairseq_model.DistributedDataParallel = CpuAwareDistributedDataParallel
 
     if int(np.__version__.split(".")[0]) >= 2:
         if not hasattr(np, "compat"):

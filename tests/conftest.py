@@ -160,3 +160,31 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[
 
 def to_device(device, *tensors):
     return [t.to(device) if torch.is_tensor(t) else t for t in tensors]
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_two_workers(argv, timeout=600):
+    """fairseq-train (tests/dist_train.py) as a real 2-process gloo run on the CPU; returns
+    each worker's log, failing the test with them when a worker fails."""
+    common = [sys.executable, ROOT / "tests" / "dist_train.py", *argv, "--cpu",
+              "--distributed-world-size", "2",
+              "--distributed-init-method", f"tcp://127.0.0.1:{free_port()}",
+              "--distributed-no-spawn", "--distributed-backend", "gloo"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(ROOT / "tests"))
+    workers = [subprocess.Popen([str(c) for c in common + ["--distributed-rank", str(rank)]],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+               for rank in (0, 1)]
+    logs = [w.communicate(timeout=timeout)[0] for w in workers]
+    failed = [rank for rank, worker in enumerate(workers) if worker.returncode != 0]
+    assert not failed, "\n".join(f"--- worker {rank} ---\n{logs[rank][-3000:]}" for rank in (1, 0))
+    for rank, log in enumerate(logs):
+        assert f"distributed init (rank {rank})" in log
+    return logs

@@ -111,3 +111,26 @@ def test_bf16_without_tpu_trains_on_this_device(tiny_data_bin, tmp_path):
     log = proc.stdout + proc.stderr
     assert "training in bf16 on this machine's device" in log
     assert re.search(r"num_updates 2\b", log) and "done training" in log
+
+
+def test_pytorch_ddp_wraps_a_cpu_module():
+    """fairseq passes device_ids to torch's DDP for every module; torch refuses them for a
+    CPU module. (The 2-process fine-tune in test_layerdrop.py runs --ddp-backend pytorch_ddp
+    on CPUs end to end, which also needs fix 6 to load its --restore-file on rank 1.)"""
+    import torch.distributed as dist
+    from fairseq.models import distributed_fairseq_model
+    from conftest import free_port
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0,
+                            world_size=1)
+    try:
+        module = torch.nn.Linear(3, 2)
+        with pytest.raises(ValueError, match="device_ids and output_device arguments only work"):
+            compat.ORIGINALS["DistributedDataParallel"](module, device_ids=[0], output_device=0)
+        wrapped = distributed_fairseq_model.DistributedDataParallel(
+            module, device_ids=[0], output_device=0)
+        assert wrapped.device_ids is None
+        wrapped(torch.ones(1, 3)).sum().backward()
+        assert module.weight.grad is not None
+    finally:
+        dist.destroy_process_group()

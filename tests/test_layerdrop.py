@@ -5,7 +5,7 @@ convolution but the first kept one's (with fairseq's list-vs-string bug fixed in
 import torch
 from fairseq import checkpoint_utils
 
-from conftest import ROOT, small_model, build_model, fairseq_cli, random_batch, run
+from conftest import ROOT, small_model, build_model, fairseq_cli, random_batch, run, run_two_workers
 from evo_fairseq import compat
 
 MODEL = ["--share-all-embeddings", *small_model(encoder_layers=3, decoder_layers=3)]
@@ -108,3 +108,24 @@ def test_pruned_layerdrop_checkpoint_generates_and_keeps_own_convolutions(tiny_d
          "--save-dir", tuned])
     out = run([*generate, "--path", tuned / "checkpoint_last.pt"])
     assert sum(line.startswith("H-") for line in out.stdout.splitlines()) == 21
+
+
+def test_pruned_checkpoint_fine_tunes_under_pytorch_ddp(tiny_data_bin, tmp_path):
+    """fairseq's default DDP backend without --find-unused-parameters: every parameter of a
+    model pruned away from its original layer 0 must take part in the loss."""
+    trained = tmp_path / "trained"
+    run([fairseq_cli("train"), tiny_data_bin, "--arch", "ea_transformer", *MODEL, *TRAIN,
+         "--max-update", "2", "--save-dir", trained])
+    tuned = tmp_path / "tuned"
+    logs = run_two_workers([
+        tiny_data_bin, "--arch", "ea_transformer", *MODEL, *TRAIN,
+        "--encoder-layers-to-keep", "1,2", "--decoder-layers-to-keep", "1,2",
+        "--restore-file", trained / "checkpoint_last.pt", "--reset-optimizer",
+        "--reset-dataloader", "--reset-meters", "--max-update", "3", "--save-dir", tuned,
+        "--ddp-backend", "pytorch_ddp"])
+    assert "num_updates 3" in logs[0]
+    rank0, rank1 = torch.load(tuned / "rank0.pt"), torch.load(tuned / "rank1.pt")
+    assert "encoder.layers.0.self_attn.evolving.conv.weight" not in rank0
+    assert "encoder.layers.1.self_attn.evolving.conv.weight" in rank0
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name

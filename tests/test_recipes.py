@@ -7,7 +7,6 @@ import http.server
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ import pytest
 import torch
 
 from archives import IWSLT_TEST_SETS, build_iwslt14, build_wmt14
-from conftest import ROOT, fairseq_cli, multi30k_lines, run
+from conftest import ROOT, fairseq_cli, multi30k_lines, run, run_two_workers
 from evo_fairseq.corpora import Archive, CorpusError, fetch
 
 SCRIPTS = ROOT / "scripts"
@@ -270,30 +269,14 @@ def test_recipes_multi_node_and_iwslt_batch():
     assert "--max-tokens 1024 --update-freq 1" in out and "--arch ea_transformer_iwslt_de_en" in out
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_worker_cpu_training_trains_one_model(tiny_data_bin, tmp_path):
     """Real 2-process data-parallel training (gloo) of the EA model on CPU."""
     save = tmp_path / "checkpoints"
-    port = free_port()
-    common = [sys.executable, ROOT / "tests" / "dist_train.py", tiny_data_bin, "--user-dir", ROOT / "evo_fairseq",
-              "--arch", "ea_transformer_tiny", "--cpu", "--max-update", "4", "--max-tokens", "400",
-              "--optimizer", "adam", "--lr", "1e-3", "--save-dir", save, "--no-epoch-checkpoints",
-              "--distributed-world-size", "2", "--distributed-init-method", f"tcp://127.0.0.1:{port}",
-              "--distributed-no-spawn", "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
-              "--log-format", "simple", "--seed", "3"]
-    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(ROOT / "tests"))
-    workers = [subprocess.Popen([str(c) for c in common + ["--distributed-rank", str(rank)]], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for rank in (0, 1)]
-    logs = [w.communicate(timeout=600)[0] for w in workers]
-    for rank, (worker, log) in enumerate(zip(workers, logs)):
-        assert worker.returncode == 0, log[-3000:]
-        assert f"distributed init (rank {rank})" in log
+    logs = run_two_workers([
+        tiny_data_bin, "--user-dir", ROOT / "evo_fairseq", "--arch", "ea_transformer_tiny",
+        "--max-update", "4", "--max-tokens", "400", "--optimizer", "adam", "--lr", "1e-3",
+        "--save-dir", save, "--no-epoch-checkpoints", "--ddp-backend", "legacy_ddp",
+        "--log-format", "simple", "--seed", "3"])
     assert "num_updates 4" in logs[0]
     rank0, rank1 = torch.load(save / "rank0.pt"), torch.load(save / "rank1.pt")
     assert any(".evolving." in name for name in rank0)

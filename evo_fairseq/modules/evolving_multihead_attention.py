@@ -3,6 +3,7 @@
 # This source code is licensed under the MIT license found in the
 # LICENSE file in the root directory of this source tree.
 
+import weakref
 from typing import Dict, Optional
 
 import torch
@@ -86,7 +87,7 @@ class EvolvingMultiheadAttention(MultiheadAttention):
         key_padding_mask, attn_mask, incremental_state = self._masks
         chain = self.chain
         attn_logits = attn_weights.view(bsz, self.num_heads, tgt_len, src_len)
-        attn_blocked = _blocking_mask(attn_mask)
+        attn_blocked, attn_additive = split_attention_mask(attn_mask)
         if not chain.is_open:
             raise RuntimeError(
                 f"{chain.stack} attention layer {chain.layer_idx + 1}: the stack's chain was "
@@ -134,6 +135,8 @@ class EvolvingMultiheadAttention(MultiheadAttention):
                 attn_logits_out=chain.prev_attn_logits,
             )
         chain.layer_idx += 1
+        if attn_additive is not None:  # the softmax's input only: not handed on
+            attn_logits_out = attn_logits_out + attn_additive
         return attn_logits_out.reshape(bsz * self.num_heads, tgt_len, src_len)
 
     def _blocked_cells(self, key_padding_mask, attn_blocked, bsz, tgt_len, src_len):
@@ -184,13 +187,39 @@ class EvolvingMultiheadAttention(MultiheadAttention):
         return super().reorder_incremental_state(incremental_state, new_order)
 
 
-def _blocking_mask(attn_mask: Optional[Tensor]) -> Optional[Tensor]:
-    """fairseq's attention masks as bool ``(1, 1, tgt_len, src_len)``, True = blocked.
+# an additive mask value at or below this blocks its cell (exp of it is 0 in any dtype);
+# fairseq's own masks block with -inf, -1e8 (fp32) or -1e4 (half precision)
+BLOCKING = -1e4
+_MASK_KINDS = {}  # (id of the mask's storage owner, view) -> (weakref, version, only blocks)
 
-    fairseq passes additive masks whose blocked cells are -inf (the decoder's
-    future mask) or large negative numbers (an encoder's bool mask), or a bool.
-    """
+
+def split_attention_mask(attn_mask: Optional[Tensor]):
+    """fairseq's attention mask as ``(blocked, additive)``, each ``(1, 1, tgt_len, src_len)``
+    or None: a bool mask blocks its True cells; a float mask blocks its cells at or below
+    :data:`BLOCKING` and adds its other values to the softmax's input (None when they are
+    all 0, as in fairseq's causal mask)."""
     if attn_mask is None:
-        return None
-    blocked = attn_mask if attn_mask.dtype == torch.bool else attn_mask < 0
-    return blocked.view(1, 1, *blocked.shape[-2:])
+        return None, None
+    shape = (1, 1, *attn_mask.shape[-2:])
+    if attn_mask.dtype == torch.bool:
+        return attn_mask.view(shape), None
+    blocked = attn_mask <= BLOCKING
+    additive = attn_mask.masked_fill(blocked, 0.0)
+    if _only_blocks(attn_mask, additive):
+        return blocked.view(shape), None
+    return blocked.view(shape), additive.view(shape)
+
+
+def _only_blocks(attn_mask: Tensor, additive: Tensor) -> bool:
+    """Whether ``attn_mask`` adds nothing; asked once per mask (fairseq reuses its causal
+    mask), since the answer needs the values on the host."""
+    owner = attn_mask._base if attn_mask._base is not None else attn_mask
+    key = (id(owner), tuple(attn_mask.shape), attn_mask.stride(), attn_mask.storage_offset())
+    seen = _MASK_KINDS.get(key)
+    if seen is not None and seen[0]() is owner and seen[1] == owner._version:
+        return seen[2]
+    only_blocks = not bool(additive.any())
+    if len(_MASK_KINDS) > 64:
+        _MASK_KINDS.clear()
+    _MASK_KINDS[key] = (weakref.ref(owner), owner._version, only_blocks)
+    return only_blocks

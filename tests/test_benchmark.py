@@ -140,3 +140,17 @@ def test_scaling_measures_each_convolution_layout(tmp_path):
     # the layout changes no tensor that autograd keeps
     assert rows[0][4] == rows[1][4] and float(rows[0][2]) > 0 and float(rows[1][2]) > 0
     assert "today's on cpu: contiguous" in text
+
+
+def test_checkpointing_table_shows_what_checkpointing_saves(tmp_path):
+    out = tmp_path / "checkpointing.md"
+    run([sys.executable, "-m", "evo_fairseq.benchmark", "checkpointing", "--lengths", "16", "48",
+         "--embed-dim", "32", "--heads", "4", "--batch-size", "2", "--out", out])
+    rows = [[float(c.strip().rstrip("x")) for c in line.split("|")[1:-1]]
+            for line in out.read_text().splitlines() if re.match(r"\| (16|48) \|", line)]
+    assert [row[0] for row in rows] == [16, 48]
+    for _, plain, ea, _, plain_ckpt, ea_ckpt, _, _ in rows:
+        assert plain < ea and plain_ckpt < ea_ckpt  # EA keeps its maps
+        assert ea_ckpt < ea and plain_ckpt < plain  # checkpointing keeps only layer inputs
+    # EA's checkpointed layers keep the map handed on: it grows with the square of the length
+    assert rows[1][5] - rows[1][4] > 4 * (rows[0][5] - rows[0][4])

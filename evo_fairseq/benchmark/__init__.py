@@ -13,7 +13,9 @@
     python -m evo_fairseq.benchmark warmstart DIR ...              the warm-start comparison
     python -m evo_fairseq.benchmark acceptance --data-bin DIR ...  the GPU acceptance run, in a
                                                                    time budget (benchmark.sh gpu)
+    python -m evo_fairseq.benchmark checkpointing ...              bytes kept for backward with and
+                                                                   without --checkpoint-activations
 
 Modules: ``compare`` (with ``converge``, its convergence report), ``speed``,
-``scaling``, ``transform``, ``sweep``, ``warmstart``, ``acceptance``.
+``scaling``, ``transform``, ``sweep``, ``warmstart``, ``acceptance``, ``checkpointing``.
 """

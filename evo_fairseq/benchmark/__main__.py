@@ -3,7 +3,8 @@
 import importlib
 import sys
 
-SUBCOMMANDS = ["compare", "speed", "scaling", "transform", "sweep", "warmstart", "acceptance"]
+SUBCOMMANDS = ["compare", "speed", "scaling", "transform", "sweep", "warmstart", "acceptance",
+               "checkpointing"]
 
 
 def main(argv=None):

@@ -63,10 +63,13 @@ def test_stacks_select_what_evolves(dict_dir):
 
 
 def test_unsupported_fairseq_options_are_rejected(dict_dir):
-    with pytest.raises(ValueError, match="--checkpoint-activations"):
-        build_model(dict_dir, extra=["--checkpoint-activations"])
-    # fine without evolving attention
-    build_model(dict_dir, extra=["--checkpoint-activations", "--ea-stacks", "none"])
+    with pytest.raises(ValueError, match="--cross-self-attention is not supported"):
+        build_model(dict_dir, extra=["--cross-self-attention"])
+    # fine without an evolving decoder self-attention, as the message says
+    model, _, _ = build_model(dict_dir, extra=["--cross-self-attention", "--ea-stacks",
+                                               "encoder,cross"])
+    assert model.decoder.cross_self_attention
+    assert model.decoder.layers[1].encoder_attn.evolving is not None
 
 
 def test_help_text_and_cli_error(dict_dir):

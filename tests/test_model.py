@@ -7,6 +7,7 @@ from fairseq import search
 from fairseq.sequence_generator import SequenceGenerator
 
 from conftest import DEVICES, build_model, random_batch, to_device
+from evo_fairseq.attention_capture import AttentionCapture
 from evo_fairseq.modules import EvolvingMultiheadAttention
 
 ALL_STACKS = ["encoder,decoder,cross", "decoder", "cross"]
@@ -39,11 +40,59 @@ def test_parameter_names_are_transformer_names_plus_convolutions(dict_dir):
     assert ea.encoder.layers[0].self_attn.evolving is None
 
 
+def incremental_lprobs(model, src, src_lengths, prev):
+    """Log-probs of step-by-step decoding (fairseq's incremental state), all steps."""
+    encoder_out = model.encoder(src, src_lengths=src_lengths)
+    incremental_state = {}
+    steps = []
+    for t in range(1, prev.size(1) + 1):
+        out = model.decoder(prev[:, :t], encoder_out=encoder_out, incremental_state=incremental_state)
+        steps.append(model.get_normalized_probs(out, log_probs=True))
+    return torch.cat(steps, dim=1)
+
+
+def beam_search_checked(model, task, src, src_lengths, beam_size=5, tolerance=1e-4):
+    """Beam search; each hypothesis' positional scores against a full forward pass over it.
+    Returns the number of hypotheses checked."""
+    tgt_dict = task.target_dictionary
+    generator = SequenceGenerator(
+        [model], tgt_dict, beam_size=beam_size, max_len_b=12, min_len=3,
+        search_strategy=search.BeamSearch(tgt_dict),
+    )
+    sample = {"net_input": {"src_tokens": src, "src_lengths": src_lengths}}
+    checked = 0
+    for b, sentence_hypos in enumerate(generator.generate([model], sample)):
+        for hypo in sentence_hypos:
+            tokens = hypo["tokens"]
+            prev = torch.cat([tokens.new_tensor([tgt_dict.eos()]), tokens[:-1]]).unsqueeze(0)
+            one_src = src[b][src[b].ne(tgt_dict.pad())].unsqueeze(0)
+            encoder_out = model.encoder(one_src, src_lengths=src_lengths[b : b + 1])
+            lprobs = model.get_normalized_probs(
+                model.decoder(prev, encoder_out=encoder_out), log_probs=True
+            )[0]
+            rescored = lprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
+            assert (rescored - hypo["positional_scores"]).abs().max() < tolerance
+            checked += 1
+    return checked
+
+
 def test_stacks_none_is_fairseqs_transformer(dict_dir):
-    ea, _, _ = build_model(dict_dir, extra=["--ea-stacks", "none"])
+    """The same weights give fairseq's transformer's log-probs, to the bit, in full and
+    in incremental decoding."""
+    ea, task, _ = build_model(dict_dir, extra=["--ea-stacks", "none"], seed=2)
     assert not any(isinstance(m, EvolvingMultiheadAttention) for m in ea.modules())
-    plain, _, _ = build_model(dict_dir, arch="transformer")
+    plain, _, _ = build_model(dict_dir, arch="transformer", seed=3)
     assert set(ea.state_dict()) == set(plain.state_dict())
+    ea.load_state_dict(plain.state_dict(), strict=True)
+    src, src_lengths, prev, _ = random_batch(task, bsz=3, src_len=8, tgt_len=7)
+    with torch.no_grad():
+        _, plain_lprobs = decoder_states(plain, src, src_lengths, prev)
+        _, ea_lprobs = decoder_states(ea, src, src_lengths, prev)
+        assert torch.equal(ea_lprobs, plain_lprobs)
+        prev[:, :] = prev[0]  # no target padding during step-by-step decoding
+        plain_steps = incremental_lprobs(plain, src, src_lengths, prev)
+        assert torch.equal(incremental_lprobs(ea, src, src_lengths, prev), plain_steps)
+    assert (plain_steps - decoder_states(plain, src, src_lengths, prev)[1]).abs().max() < 1e-5
 
 
 def test_alpha_beta_zero_reproduces_transformer_with_same_weights(dict_dir):
@@ -125,14 +174,8 @@ def test_incremental_decoding_equals_full_forward(dict_dir, kernel_size, device)
     model.to(device)
     src, src_lengths, prev = to_device(device, *random_batch(task, bsz=2, tgt_len=9)[:3])
     prev[:, :] = prev[0]  # no target padding during step-by-step decoding
-    encoder_out = model.encoder(src, src_lengths=src_lengths)
-    full = model.get_normalized_probs(model.decoder(prev, encoder_out=encoder_out), log_probs=True)
-    incremental_state = {}
-    steps = []
-    for t in range(1, prev.size(1) + 1):
-        out = model.decoder(prev[:, :t], encoder_out=encoder_out, incremental_state=incremental_state)
-        steps.append(model.get_normalized_probs(out, log_probs=True))
-    step_lprobs = torch.cat(steps, dim=1)
+    _, full = decoder_states(model, src, src_lengths, prev)
+    step_lprobs = incremental_lprobs(model, src, src_lengths, prev)
     assert (step_lprobs - full).abs().max() < 1e-5
 
 
@@ -143,34 +186,53 @@ def test_beam_search_scores_equal_full_rescoring(dict_dir, stacks, device):
     full forward pass over each hypothesis."""
     model, task, _ = build_model(dict_dir, extra=["--ea-stacks", stacks], seed=7)
     model.to(device)
-    tgt_dict = task.target_dictionary
     src, src_lengths = to_device(device, *random_batch(task, bsz=3, src_len=8, seed=5)[:2])
-    generator = SequenceGenerator(
-        [model], tgt_dict, beam_size=5, max_len_b=12, min_len=3,
-        search_strategy=search.BeamSearch(tgt_dict),
-    )
-    sample = {"net_input": {"src_tokens": src, "src_lengths": src_lengths}}
-    hypos = generator.generate([model], sample)
-    checked = 0
-    for b, sentence_hypos in enumerate(hypos):
-        for hypo in sentence_hypos:
-            tokens = hypo["tokens"]
-            prev = torch.cat([tokens.new_tensor([tgt_dict.eos()]), tokens[:-1]]).unsqueeze(0)
-            one_src = src[b][src[b].ne(tgt_dict.pad())].unsqueeze(0)
-            encoder_out = model.encoder(one_src, src_lengths=src_lengths[b : b + 1])
-            lprobs = model.get_normalized_probs(
-                model.decoder(prev, encoder_out=encoder_out), log_probs=True
-            )[0]
-            rescored = lprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
-            assert (rescored - hypo["positional_scores"]).abs().max() < 1e-4
-            checked += 1
-    assert checked == 15
+    assert beam_search_checked(model, task, src, src_lengths) == 15
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "gelu", "linear"])
+def test_each_activation_decodes_incrementally_as_the_full_pass(dict_dir, activation):
+    """Model level, every stack evolving, kernel 3: step-by-step log-probs equal the full
+    pass, and beam search's positional scores equal full rescoring."""
+    model, task, _ = build_model(dict_dir, extra=["--ea-activation", activation], seed=11)
+    # biases that push the convolutions' outputs across zero in both directions, so that
+    # relu, leaky_relu and gelu each differ from the identity (and from each other)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, EvolvingMultiheadAttention) and m.evolving is not None:
+                m.evolving.conv.bias.copy_(torch.tensor([-1.0, 1.0, -0.5, 0.5]))
+    src, src_lengths, prev = random_batch(task, bsz=2, tgt_len=8, seed=3)[:3]
+    prev[:, :] = prev[0]
+    with torch.no_grad():
+        _, full = decoder_states(model, src, src_lengths, prev)
+        steps = incremental_lprobs(model, src, src_lengths, prev)
+    assert (steps - full).abs().max() < 1e-5
+    assert beam_search_checked(model, task, src, src_lengths, beam_size=3) == 6
 
 
 def test_fp16_masks_do_not_produce_nan(dict_dir):
-    """Masked cells use the dtype's minimum: no -inf arithmetic in half precision."""
+    """An fp16 model (as --fp16 casts it) against the fp32 one, with padded sources and
+    targets, causal masks and logits large enough that a masked cell at fp16's minimum
+    would overflow to -inf in the next layer's mix (NaN after the convolution)."""
+    import copy
+
     model, task, _ = build_model(dict_dir)
-    model = model.to(torch.bfloat16)
-    src, src_lengths, prev, _ = random_batch(task)
-    _, lprobs = decoder_states(model, src, src_lengths, prev)
-    assert torch.isfinite(lprobs.float()).all()
+    with torch.no_grad():  # QK^T / sqrt(d) of order 10-100: fp16's minimum minus it overflows
+        for m in model.modules():
+            if hasattr(m, "q_proj") and hasattr(m, "k_proj"):
+                m.q_proj.weight.mul_(8.0)
+                m.k_proj.weight.mul_(8.0)
+    src, src_lengths, prev, tgt_lengths = random_batch(task, bsz=3, src_len=9, tgt_len=7)
+    assert src.eq(task.source_dictionary.pad()).any() and prev.eq(task.target_dictionary.pad()).any()
+    with torch.no_grad():
+        _, lprobs32 = decoder_states(model, src, src_lengths, prev)
+        with AttentionCapture(model) as capture:
+            decoder_states(model, src, src_lengths, prev)
+        assert max(maps["logits"].max() for maps in capture.maps.values()) > 16
+        half = copy.deepcopy(model).half()
+        _, lprobs16 = decoder_states(half, src, src_lengths, prev)
+    assert lprobs16.dtype == torch.float32  # fairseq's normalisation is in fp32
+    for b, n in enumerate(tgt_lengths):
+        assert torch.isfinite(lprobs16[b, :n]).all(), b
+        # tolerance (nats): fp16 rounding of logits of order 100
+        assert (lprobs16[b, :n] - lprobs32[b, :n]).abs().max() < 0.25, b

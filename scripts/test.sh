@@ -11,4 +11,4 @@ TARGETS=(tests)
 for arg in "$@"; do
   if [ -e "${arg%%::*}" ]; then TARGETS=(); break; fi
 done
-python -m pytest -q -rs -p no:cacheprovider "${TARGETS[@]}" "$@"
+python -m pytest -q -rfEs -p no:cacheprovider "${TARGETS[@]}" "$@"

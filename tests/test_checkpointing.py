@@ -54,3 +54,22 @@ def test_checkpointing_keeps_fewer_bytes_for_backward(dict_dir):
         return saved_activation_bytes(lambda: m(src, src_lengths, prev))
 
     assert kept(checkpointed) < 0.6 * kept(model)
+
+
+def test_a_deep_copy_checkpoints_its_own_layers(dict_dir):
+    """--store-ema deep-copies the model: the copy's checkpointed layers must run the copy's
+    weights and chains, not the original's."""
+    import copy
+
+    model, task, _ = build_model(dict_dir, extra=["--checkpoint-activations"], seed=3)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(0.5)
+    batch = random_batch(task, bsz=2, src_len=6, tgt_len=5)
+    loss, _ = loss_and_grads(model, batch)
+    model.zero_grad(set_to_none=True)
+    twin_loss, twin_grads = loss_and_grads(twin, batch)
+    assert twin_loss != loss
+    assert all(p.grad is None for p in model.parameters())  # the original took no part
+    assert any(".evolving.conv." in n for n in twin_grads)

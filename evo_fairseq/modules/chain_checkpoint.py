@@ -45,28 +45,32 @@ def _chained_forward(layer_forward, chains: List[AttentionChain], *args, **kwarg
     return (*outs, *maps, tuple(ends), len(outs) if isinstance(out, tuple) else -1)
 
 
+def _checkpointed_chained_forward(layer_forward, chains, offload_to_cpu, *args, **kwargs):
+    """The wrapped layer's forward pass: the chains' states in, the handed-on maps out."""
+    for i, chain in enumerate(chains):
+        prev, mask, index, _ = chain.state()
+        kwargs[_MAP.format(i)] = prev
+        kwargs[_MASK.format(i)] = mask
+        kwargs[_INDEX.format(i)] = index
+    run = functools.partial(_chained_forward, layer_forward, chains)
+    result = _checkpointed_forward(run, offload_to_cpu, *args, **kwargs)
+    num_outs, ends = result[-1], result[-2]
+    maps = result[-2 - len(chains):-2]
+    for chain, handed_on, end in zip(chains, maps, ends):
+        chain.prev_attn_logits = handed_on
+        chain.layer_idx = end
+    outs = result[:-2 - len(chains)]
+    return outs[0] if num_outs == -1 else tuple(outs)
+
+
 def checkpoint_evolving_layer(layer: torch.nn.Module, chains: List[AttentionChain],
                               offload_to_cpu: bool = False) -> torch.nn.Module:
     """Wrap ``layer`` (in place, as fairseq's ``checkpoint_wrapper`` does) so that its
-    forward pass is checkpointed with the maps of ``chains`` as explicit inputs/outputs."""
+    forward pass is checkpointed with the maps of ``chains`` as explicit inputs/outputs.
+    A partial of a bound method, as fairseq's: ``copy.deepcopy`` (``--store-ema``) gives
+    the copy its own layer and chains."""
     assert not hasattr(layer, "precheckpoint_forward"), "already checkpointed"
     layer.precheckpoint_forward = layer.forward
-    run = functools.partial(_chained_forward, layer.precheckpoint_forward, chains)
-
-    def forward(*args, **kwargs):
-        for i, chain in enumerate(chains):
-            prev, mask, index, is_open = chain.state()
-            kwargs[_MAP.format(i)] = prev
-            kwargs[_MASK.format(i)] = mask
-            kwargs[_INDEX.format(i)] = index
-        result = _checkpointed_forward(run, offload_to_cpu, *args, **kwargs)
-        num_outs, ends = result[-1], result[-2]
-        maps = result[-2 - len(chains):-2]
-        for chain, handed_on, end in zip(chains, maps, ends):
-            chain.prev_attn_logits = handed_on
-            chain.layer_idx = end
-        outs = result[:-2 - len(chains)]
-        return outs[0] if num_outs == -1 else tuple(outs)
-
-    layer.forward = forward
+    layer.forward = functools.partial(_checkpointed_chained_forward, layer.precheckpoint_forward,
+                                      list(chains), offload_to_cpu)
     return layer

@@ -182,6 +182,69 @@ def test_download_resumes_checks_and_never_leaves_a_bad_file(tmp_path):
         server.shutdown()
 
 
+def sacrebleu_scores(hyp_tok, hyp_detok, tok_ref, raw_ref, compounds=None):
+    """The three BLEU scores of score.py, from sacreBLEU directly; ``compounds``: the
+    tokenised hypotheses and reference with the compound split applied (default: the
+    split by a regular expression of this test's own)."""
+    from sacrebleu.metrics import BLEU
+
+    split = lambda lines: [re.sub(r"(\S)-(?=\S)", r"\1 ##AT##-##AT## ", l) for l in lines]
+    hyp_split, ref_split = compounds or (split(hyp_tok), split(tok_ref))
+    tokenised = BLEU(tokenize="none", smooth_method="none", force=True)
+    results = {"tokenised_bleu": tokenised.corpus_score(hyp_tok, [tok_ref]),
+               "compound_split_bleu": tokenised.corpus_score(hyp_split, [ref_split]),
+               "sacrebleu": BLEU().corpus_score(hyp_detok, [raw_ref])}
+    return {key: result.score for key, result in results.items()}, results
+
+
+def test_score_is_sacrebleus_against_each_reference(tmp_path):
+    """score.py on a fixed generate output: tokenised BLEU (BPE removed, no further
+    tokenisation), compound-split BLEU and detokenised sacreBLEU, each sacreBLEU's own
+    score against its reference; a perfect output scores 100 on all three."""
+    tok_ref = ["a well-known man rides a horse .", "two dogs play in the snow .",
+               "the state-of-the-art bike is red ."]
+    raw_ref = ["A well-known man rides a horse.", "Two dogs play in the snow.",
+               "The state-of-the-art bike is red."]
+    hyp_bpe = ["a well-@@ known man ri@@ des a hor@@ se .", "two dogs play in snow .",
+               "the state-of-the-@@ art car is red ."]
+    hyp_detok = ["A well-known man rides a horse.", "two dogs play in snow.",  # case counts
+                 "The state-of-the-art car is red."]
+    hyp_tok = ["a well-known man rides a horse .", "two dogs play in snow .",
+               "the state-of-the-art car is red ."]
+    # the compound split of Vaswani et al., by hand
+    compounds = (["a well ##AT##-##AT## known man rides a horse .", "two dogs play in snow .",
+                  "the state ##AT##-##AT## of ##AT##-##AT## the ##AT##-##AT## art car is red ."],
+                 ["a well ##AT##-##AT## known man rides a horse .", "two dogs play in the snow .",
+                  "the state ##AT##-##AT## of ##AT##-##AT## the ##AT##-##AT## art bike is red ."])
+    (tmp_path / "tok").write_text("\n".join(tok_ref) + "\n")
+    (tmp_path / "raw").write_text("\n".join(raw_ref) + "\n")
+
+    def score(hyps_bpe, hyps_detok, name):
+        gen = tmp_path / f"{name}.txt"
+        order = [2, 0, 1]  # fairseq-generate prints sentences in batch order
+        gen.write_text("".join(f"S-{i}\tx\nH-{i}\t-0.25\t{hyps_bpe[i]}\nD-{i}\t-0.25\t{hyps_detok[i]}\n"
+                               for i in order))
+        return run([sys.executable, "-m", "evo_fairseq.score", "--generate-output", gen,
+                    "--tok-ref", tmp_path / "tok", "--raw-ref", tmp_path / "raw",
+                    "--compound-split", "--out-dir", tmp_path / name]).stdout
+
+    out = score(hyp_bpe, hyp_detok, "imperfect")
+    scores = json.loads((tmp_path / "imperfect" / "scores.json").read_text())
+    expected, _ = sacrebleu_scores(hyp_tok, hyp_detok, tok_ref, raw_ref, compounds)
+    assert {k: scores[k] for k in expected} == pytest.approx(expected, abs=0.006)
+    assert lines(tmp_path / "imperfect" / "hyp.tok") == hyp_tok
+    # the three differ, and none would hold against another reference
+    assert len({round(expected[k], 2) for k in ("tokenised_bleu", "compound_split_bleu", "sacrebleu")}) == 3
+    wrong, _ = sacrebleu_scores(hyp_tok, hyp_detok, raw_ref, tok_ref)
+    assert all(abs(wrong[k] - scores[k]) > 1 for k in ("tokenised_bleu", "compound_split_bleu", "sacrebleu"))
+    assert f"tokenised BLEU = {expected['tokenised_bleu']:.2f} " in out
+    assert "tok:none" in scores["tokenised_bleu_signature"] and "tok:13a" in scores["sacrebleu_signature"]
+
+    score(tok_ref, raw_ref, "perfect")
+    perfect = json.loads((tmp_path / "perfect" / "scores.json").read_text())
+    assert [perfect[k] for k in ("tokenised_bleu", "compound_split_bleu", "sacrebleu")] == [100.0] * 3
+
+
 def test_generic_recipe_end_to_end(tmp_path):
     """prepare-pair.sh on a Multi30k slice (En->De) -> train-iwslt14.sh on CPU -> evaluate.sh."""
     raw = tmp_path / "raw"
@@ -208,7 +271,17 @@ def test_generic_recipe_end_to_end(tmp_path):
     assert "nrefs:1|case:mixed|eff:no|tok:13a" in out
     scores = json.loads((save / "eval" / "scores.json").read_text())
     assert scores["sentences"] == 25
-    assert all(0 <= scores[k] <= 100 for k in ("tokenised_bleu", "compound_split_bleu", "sacrebleu"))
+    # each score is sacreBLEU's own on generate's lines and the two references
+    generated = (save / "eval" / "generate.txt").read_text().splitlines()
+    by_id = lambda prefix: [text for _, text in sorted(
+        (int(m[1]), m[2]) for m in (re.match(rf"{prefix}-(\d+)\t[^\t]*\t(.*)$", line)
+                                    for line in generated) if m)]
+    hyp_tok = [h.replace("@@ ", "") for h in by_id("H")]
+    expected, results = sacrebleu_scores(hyp_tok, by_id("D"), lines(prep / "tok" / "test.de"),
+                                         lines(raw / "test.de"))
+    assert {key: scores[key] for key in expected} == pytest.approx(expected, abs=0.006)
+    for result in results.values():  # n-gram precisions, hypothesis and reference lengths
+        assert f"({result}; " in out
     assert len(lines(save / "eval" / "hyp.detok")) == 25
 
     # the averaged model is the mean of the last two epoch checkpoints

@@ -38,14 +38,48 @@ def test_a_layer_that_finds_no_map_starts_the_chain(dict_dir):
 
 
 def test_layerdrop_trains_in_all_stacks_and_evaluation_keeps_every_layer(tiny_data_bin, tmp_path):
-    out = run([fairseq_cli("train"), tiny_data_bin, "--arch", "ea_transformer", *MODEL, *TRAIN,
-               "--encoder-layerdrop", "0.5", "--decoder-layerdrop", "0.5", "--max-update", "12",
-               "--save-dir", tmp_path])
-    assert "num_updates 12" in out.stdout + out.stderr
+    """12 updates of fairseq's Trainer (fairseq-train's path, in process), counting the
+    layers that run in each: every layer of both stacks is skipped in some update and runs
+    in another, a middle layer among them with both neighbours running."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.trainer import Trainer
+
+    argv = [tiny_data_bin, "--arch", "ea_transformer", *MODEL, *TRAIN, "--encoder-layerdrop",
+            "0.5", "--decoder-layerdrop", "0.5", "--max-update", "12", "--save-dir", tmp_path]
+    cfg = convert_namespace_to_omegaconf(
+        options.parse_args_and_arch(options.get_training_parser(), [str(a) for a in argv]))
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    epoch_itr = trainer.get_train_iterator(epoch=1, load_dataset=True)
+    ran = []  # per update: the (stack, layer) that ran
+    for stack in ("encoder", "decoder"):
+        layers = getattr(model, stack).layers  # iterating would drop layers: index them
+        for i in range(len(layers)):
+            layers[i].register_forward_hook(lambda m, args, out, key=(stack, i): ran[-1].add(key))
+    batches = epoch_itr.next_epoch_itr(shuffle=True)
+    for _ in range(12):
+        if not batches.has_next():
+            batches = trainer.get_train_iterator(epoch=epoch_itr.epoch + 1).next_epoch_itr()
+        ran.append(set())
+        assert trainer.train_step([next(batches)]) is not None  # no overflow, a real update
+    assert trainer.get_num_updates() == 12
+    layers = {(stack, i) for stack in ("encoder", "decoder") for i in range(3)}
+    for key in layers:
+        runs = sum(key in update for update in ran)
+        assert 0 < runs < 12, (key, runs)  # skipped in some updates, trained in others
+    for stack in ("encoder", "decoder"):
+        assert any({(stack, 0), (stack, 2)} <= update and (stack, 1) not in update for update in ran)
+    trainer.consolidate_optimizer()  # as checkpoint_utils.save_checkpoint does first
+    trainer.save_checkpoint(str(tmp_path / "checkpoint_last.pt"), {})
+
     [dropped], _, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(tmp_path / "checkpoint_last.pt")])
     dropped.eval()
     assert dropped.encoder.layers.p == 0.5 and dropped.decoder.layers.p == 0.5
+    assert torch.equal(dropped.decoder.layers[1].self_attn.evolving.conv.weight,
+                       model.decoder.layers[1].self_attn.evolving.conv.weight)
     # evaluation runs every layer: the same as the weights in a model without LayerDrop
     no_drop, _, _ = build_model(tiny_data_bin, extra=MODEL)
     no_drop.load_state_dict(dropped.state_dict())

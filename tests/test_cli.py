@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, ROOT, fairseq_cli, read_gz, run
+from conftest import DATA, ROOT, count_panels, fairseq_cli, pixel_spread, read_gz, run
 
 USER_DIR = ["--user-dir", ROOT / "evo_fairseq"]
 TINY_EA = [
@@ -77,26 +77,37 @@ def test_train_and_resume_from_checkpoint_last(trained):
 
 
 def test_validate(trained, prepared):
-    save_dir, _, _ = trained
+    save_dir = trained[0]
     out = run([fairseq_cli("validate"), prepared / "data-bin", *USER_DIR, "--task", "translation",
                "--path", save_dir / "checkpoint_last.pt", "--max-tokens", "500"])
     text = out.stdout + out.stderr
     loss = re.search(r"valid on 'valid' subset \| loss ([\d.]+)", text)
-    assert loss and 0 < float(loss.group(1)) < 20
+    # the untrained model's loss: the first update's, logged before its step
+    untrained = re.search(r"epoch 001:\s+1 / \d+ loss=([\d.]+)", trained[1])
+    assert loss and untrained and 0 < float(loss.group(1)) < float(untrained.group(1)) - 1
 
 
-def test_generate_translates_every_sentence(trained, prepared):
+@pytest.fixture(scope="module")
+def generated(trained, prepared):
     save_dir, _, _ = trained
-    out = run([fairseq_cli("generate"), prepared / "data-bin", *USER_DIR,
-               "--path", save_dir / "checkpoint_last.pt", "--gen-subset", "test", "-s", "de", "-t", "en",
-               "--beam", "5", "--max-tokens", "150", "--max-len-b", "20",
-               "--scoring", "sacrebleu", "--print-alignment",
-               "--tokenizer", "moses", "--bpe", "fastbpe", "--bpe-codes", prepared / "code.fastbpe"])
+    return run([fairseq_cli("generate"), prepared / "data-bin", *USER_DIR,
+                "--path", save_dir / "checkpoint_last.pt", "--gen-subset", "test", "-s", "de", "-t", "en",
+                "--beam", "5", "--max-tokens", "150", "--max-len-b", "20",
+                "--scoring", "sacrebleu", "--print-alignment",
+                "--tokenizer", "moses", "--bpe", "fastbpe", "--bpe-codes", prepared / "code.fastbpe"])
+
+
+def test_generate_translates_every_sentence(generated):
+    out = generated
     ids = sorted(int(x) for x in re.findall(r"^H-(\d+)\t", out.stdout, re.M))
     assert ids == list(range(N_TEST))  # none dropped with required-batch-size-multiple 8
-    alignments = re.findall(r"^A-\d+\t(.*)$", out.stdout, re.M)
+    hypotheses = dict(re.findall(r"^H-(\d+)\t\S+\t(.*)$", out.stdout, re.M))
+    alignments = dict(re.findall(r"^A-(\d+)\t(.*)$", out.stdout, re.M))
     assert len(alignments) == N_TEST
-    assert all(re.fullmatch(r"(\d+-\d+ ?)*", a) for a in alignments)
+    for i, alignment in alignments.items():  # source-target pairs, one per target token at least
+        pairs = re.fullmatch(r"\d+-\d+( \d+-\d+)*", alignment)
+        assert pairs, (i, alignment)
+        assert len(alignment.split()) >= len(hypotheses[i].split()), (i, alignment)
     detok = re.findall(r"^D-\d+\t\S+\t(.*)$", out.stdout, re.M)
     assert len(detok) == N_TEST and not any("@@" in d for d in detok)
     assert re.search(r"Generate test with beam=5: BLEU = [\d.]+", out.stdout + out.stderr)
@@ -121,20 +132,32 @@ def test_interactive_with_moses_and_bpe(trained, prepared, bpe):
     assert len(re.findall(r"^D-\d+\t", proc.stdout, re.M)) == len(SENTENCES) + 1
 
 
-def test_hub_from_pretrained(trained, prepared):
+def test_hub_from_pretrained(trained, prepared, generated):
+    """hub.translate gives fairseq-generate's hypotheses for the same sentences and beam."""
     from evo_fairseq.models import EATransformerModel
 
     save_dir, _, _ = trained
     hub = EATransformerModel.from_pretrained(
         str(save_dir), checkpoint_file="checkpoint_last.pt",
-        data_name_or_path=str(prepared / "data-bin"),
-        tokenizer="moses", moses_no_escape=True, bpe="fastbpe", bpe_codes=str(prepared / "code.fastbpe"),
+        data_name_or_path=str(prepared / "data-bin"), bpe="fastbpe",
+        bpe_codes=str(prepared / "code.fastbpe"),
     )
     hub.eval()
     assert type(hub.models[0]).__name__ == "EATransformerModel"
-    translations = hub.translate(SENTENCES, beam=5, max_len_b=20)
-    assert len(translations) == len(SENTENCES)
-    assert all(isinstance(t, str) and "@@" not in t for t in translations)
+    sources = (prepared / "tok" / "test.de").read_text().splitlines()  # what generate read
+    hypotheses = dict(re.findall(r"^H-(\d+)\t\S+\t(.*)$", generated.stdout, re.M))
+    expected = [hypotheses[str(i)].replace("@@ ", "") for i in range(N_TEST)]
+    translations = hub.translate(sources, beam=5, max_len_b=20)
+    assert translations == expected
+    assert all(t.strip() for t in translations)
+    # raw text through Moses as well: one non-empty translation each
+    moses = EATransformerModel.from_pretrained(
+        str(save_dir), checkpoint_file="checkpoint_last.pt",
+        data_name_or_path=str(prepared / "data-bin"),
+        tokenizer="moses", moses_no_escape=True, bpe="fastbpe", bpe_codes=str(prepared / "code.fastbpe"),
+    ).eval()
+    raw = moses.translate(SENTENCES, beam=5, max_len_b=20)
+    assert len(raw) == len(SENTENCES) and all(t.strip() and "@@" not in t for t in raw)
 
 
 def inspect_cli(checkpoint, prepared, out_dir, *extra):
@@ -142,6 +165,47 @@ def inspect_cli(checkpoint, prepared, out_dir, *extra):
                 "--data-bin", prepared / "data-bin", "-s", "de", "-t", "en",
                 "--source", SENTENCES[0], "--tokenizer", "moses", "--bpe", "fastbpe",
                 "--bpe-codes", prepared / "code.fastbpe", "--out-dir", out_dir, *extra])
+
+
+def recomputed_first_layer_logits(checkpoint, prepared, arrays):
+    """QK^T / sqrt(d) of each stack's layer 1, ``(heads, tgt_len, src_len)``, from the
+    layer's own projections applied to the inputs it receives (no attention capture)."""
+    from evo_fairseq.models import EATransformerModel
+
+    hub = EATransformerModel.from_pretrained(
+        str(checkpoint.parent), checkpoint_file=checkpoint.name,
+        data_name_or_path=str(prepared / "data-bin")).eval()
+    model = hub.models[0]
+    ids = lambda d, tokens: torch.tensor([[d.index(t) for t in tokens]])
+    src = ids(hub.src_dict, arrays["source_tokens"])
+    prev = ids(hub.tgt_dict, arrays["decoder_input_tokens"])
+    modules = {"encoder": model.encoder.layers[0].self_attn,
+               "decoder": model.decoder.layers[0].self_attn,
+               "cross": model.decoder.layers[0].encoder_attn}
+    inputs = {}
+
+    def keep_inputs(stack):
+        def hook(module, args, kwargs):
+            inputs.setdefault(stack, (kwargs["query"] if "query" in kwargs else args[0],
+                                      kwargs["key"] if "key" in kwargs else args[1]))
+        return hook
+
+    handles = [m.register_forward_pre_hook(keep_inputs(stack), with_kwargs=True)
+               for stack, m in modules.items()]
+    try:
+        with torch.no_grad():
+            model(src, torch.tensor([src.size(1)]), prev)
+    finally:
+        for handle in handles:
+            handle.remove()
+    logits = {}
+    for stack, m in modules.items():
+        query, key = inputs[stack]  # (len, 1, embed_dim)
+        heads, head_dim = m.num_heads, m.head_dim
+        q = m.q_proj(query)[:, 0].view(-1, heads, head_dim).transpose(0, 1)
+        k = m.k_proj(key)[:, 0].view(-1, heads, head_dim).transpose(0, 1)
+        logits[stack] = (q @ k.transpose(1, 2) / head_dim ** 0.5).detach().numpy()
+    return logits
 
 
 def test_inspect_captures_what_the_model_computes(trained, prepared, tmp_path):
@@ -159,6 +223,8 @@ def test_inspect_captures_what_the_model_computes(trained, prepared, tmp_path):
     shapes = {"encoder": (4, n_src, n_src), "decoder": (4, n_tgt, n_tgt),
               "cross": (4, n_tgt, n_src)}
     alpha, beta = 0.8, 0.5  # the defaults the fixture's model was trained with
+    first_layer_logits = recomputed_first_layer_logits(save_dir / "checkpoint_last.pt", prepared,
+                                                       arrays)
     for stack, num_layers in layers.items():
         for layer in range(1, num_layers + 1):
             key = f"{stack}/layer{layer}"
@@ -171,8 +237,9 @@ def test_inspect_captures_what_the_model_computes(trained, prepared, tmp_path):
             if stack == "decoder":
                 evolved = evolved.masked_fill(torch.ones(n_tgt, n_tgt).triu(1).bool(), float("-inf"))
             assert np.allclose(torch.softmax(evolved, -1).numpy(), probs, atol=1e-5)
-            if layer == 1:
+            if layer == 1:  # the chain starts from QK^T / sqrt(d) itself
                 assert f"{key}/mixed" not in arrays
+                assert np.allclose(arrays[f"{key}/logits"], first_layer_logits[stack], atol=1e-4)
                 assert np.array_equal(arrays[f"{key}/evolved"], arrays[f"{key}/logits"])
             else:  # the evolution itself, from the saved arrays, on the cells not masked
                 # (masked cells: 0 in mixed, the convolution's input; a large negative
@@ -194,11 +261,40 @@ def test_inspect_captures_what_the_model_computes(trained, prepared, tmp_path):
     image = imread(tmp_path / "maps" / "sentence-1.png")
     width, height = figure_size(3)
     assert image.shape[:2] == (height, width)
+    assert count_panels(tmp_path / "maps" / "sentence-1.png") == 2 + 3 + 3  # one per layer map
+    assert pixel_spread(tmp_path / "maps" / "sentence-1.png") > 0.05
+
+
+def attachments(model):
+    """Everything capture may attach, per module: attributes, hooks, the fused path's
+    switch and the chain's capture callback."""
+    return {name: (sorted(vars(m)), list(m._forward_hooks.items()),
+                   list(m._forward_pre_hooks.items()), getattr(m, "skip_embed_dim_check", None),
+                   getattr(getattr(m, "chain", None), "capture", None))
+            for name, m in model.named_modules()}
+
+
+def check_capture_restores(model, src, lengths, prev, during_atol):
+    """Outputs before, during and after capture; the modules as they were after it."""
+    from evo_fairseq.attention_capture import AttentionCapture
+
+    before_state = attachments(model)
+    with torch.no_grad():
+        before, extra = model(src, lengths, prev)
+        with AttentionCapture(model) as capture:
+            assert attachments(model) != before_state
+            during, _ = model(src, lengths, prev)
+        after, _ = model(src, lengths, prev)
+    assert attachments(model) == before_state  # nothing left attached, every switch restored
+    assert torch.equal(before, after)
+    if during_atol == 0:
+        assert torch.equal(before, during)
+    else:
+        assert (before - during).abs().max() < during_atol
+    return extra, capture
 
 
 def test_inspect_does_not_change_outputs_and_matches_fairseqs_attention(trained, prepared):
-
-    from evo_fairseq.attention_capture import AttentionCapture
     from evo_fairseq.models import EATransformerModel
 
     save_dir, _, _ = trained
@@ -209,20 +305,24 @@ def test_inspect_does_not_change_outputs_and_matches_fairseqs_attention(trained,
     src = hub.encode("ein hund läuft im schnee .").unsqueeze(0)
     prev = torch.tensor([[2, 10, 11, 12, 13, 14]])
     lengths = torch.tensor([src.size(1)])
-    with torch.no_grad():
-        before, extra = model(src, lengths, prev)
-        with AttentionCapture(model) as capture:
-            during, _ = model(src, lengths, prev)
-        after, _ = model(src, lengths, prev)
-    assert torch.equal(before, after)
-    assert (before - during).abs().max() < 1e-5
+    # EA attention always takes fairseq's own path: to the bit, during capture too
+    extra, capture = check_capture_restores(model, src, lengths, prev, during_atol=0)
     # fairseq's own returned attention (last layer, heads averaged) = captured probabilities
     assert torch.allclose(extra["attn"][0][0], capture.maps[("cross", 3)]["probs"][0].mean(0),
                           atol=1e-6)
-    # nothing left attached
-    assert all(m.skip_embed_dim_check for m in model.modules() if hasattr(m, "chain"))
-    assert all(m.chain.capture is None for m in model.modules() if hasattr(m, "chain"))
-    assert "apply_sparse_mask" not in vars(model.decoder.layers[0].encoder_attn)
+
+
+def test_capture_restores_a_plain_transformer(dict_dir):
+    """fairseq's attention leaves its fused path during capture (outputs within 1e-5) and
+    returns to it after (to the bit)."""
+    from conftest import build_model, random_batch
+
+    model, task, _ = build_model(dict_dir, arch="transformer")
+    switches = [m.skip_embed_dim_check for m in model.modules() if hasattr(m, "skip_embed_dim_check")]
+    assert switches == [False] * 9  # the fused path
+    src, lengths, prev, _ = random_batch(task)
+    _, capture = check_capture_restores(model, src, lengths, prev, during_atol=1e-5)
+    assert len(capture.maps) == 9
 
 
 def test_inspect_plain_transformer_checkpoint(prepared, tmp_path):
@@ -236,4 +336,5 @@ def test_inspect_plain_transformer_checkpoint(prepared, tmp_path):
     assert not any(key.endswith("/mixed") for key in arrays.files)
     assert np.allclose(arrays["cross/layer3/probs"].sum(-1), 1.0, atol=1e-5)
     assert "| decoder | 3 |" in out
-    assert (tmp_path / "maps" / "sentence-1.png").stat().st_size > 10000
+    assert count_panels(tmp_path / "maps" / "sentence-1.png") == 2 + 3 + 3
+    assert pixel_spread(tmp_path / "maps" / "sentence-1.png") > 0.05

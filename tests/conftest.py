@@ -188,3 +188,49 @@ def run_two_workers(argv, timeout=600):
     for rank, log in enumerate(logs):
         assert f"distributed init (rank {rank})" in log
     return logs
+
+
+def count_panels(path, min_side=40):
+    """Axes frames in a PNG figure: rectangles of black or grey lines, each side at least
+    ``min_side`` pixels (colour inside, such as an imshow's, is not a frame)."""
+    from matplotlib.image import imread
+
+    img = imread(str(path))[..., :3]
+    dark = ((img.max(-1) - img.min(-1)) < 0.1) & (img.mean(-1) < 0.5)
+    height, width = dark.shape
+    sides = []  # vertical dark runs, a line's neighbouring columns merged: [x, top, bottom]
+    for x in range(width):
+        y = 0
+        while y < height:
+            if not dark[y, x]:
+                y += 1
+                continue
+            top = y
+            while y < height and dark[y, x]:
+                y += 1
+            side = next((s for s in sides if x - s[0] <= 2 and abs(s[1] - top) <= 2
+                         and abs(s[2] - y) <= 2), None)
+            if side:
+                side[0] = x
+            elif y - top >= min_side:
+                sides.append([x, top, y])
+    panels, used = 0, set()
+    for i, (x, top, bottom) in enumerate(sides):
+        if i in used:
+            continue
+        for j in range(i + 1, len(sides)):
+            x2, top2, bottom2 = sides[j]
+            if j in used or abs(top2 - top) > 2 or abs(bottom2 - bottom) > 2 or x2 - x < min_side:
+                continue
+            if dark[max(top - 1, 0): top + 2, x:x2].any(0).mean() > 0.95:  # joined at the top
+                panels += 1
+                used.update((i, j))
+                break
+    return panels
+
+
+def pixel_spread(path):
+    """Standard deviation of a PNG's pixel values (0 for a blank image)."""
+    from matplotlib.image import imread
+
+    return float(imread(str(path))[..., :3].std())

@@ -9,8 +9,8 @@ import pytest
 import torch
 from fairseq.data import Dictionary, LanguagePairDataset, data_utils
 
-from conftest import run
-from evo_fairseq.benchmark.speed import joined_lines, markdown, schedule, summarise_cell
+from conftest import count_panels, pixel_spread, run
+from evo_fairseq.benchmark.speed import METRICS, joined_lines, markdown, schedule, summarise_cell
 
 
 def load_pair(data_bin, split):
@@ -105,7 +105,10 @@ def test_speed_protocol_end_to_end(tiny_data_bin, tmp_path):
     assert len(re.findall(r"^\| tiny \| \d+ / \d+ \| [\d.]+ \[[\d.]+-[\d.]+\] \| [\d.]+ \[[\d.]+-[\d.]+\] "
                           r"\| [\d.]+, [\d.]+ \| [\d.]+x \|$", table, re.M)) == 2 * 4
     assert "Needs an explanation" in table and table in proc.stdout
-    assert figure.stat().st_size > 10000
+    # one panel per metric with ratios, bars drawn
+    plotted = [m for m in METRICS if any(c["summary"][m[0]]["median_ratio"] for c in report["cells"])]
+    assert len(plotted) >= 2 and count_panels(figure) == len(plotted)
+    assert pixel_spread(figure) > 0.05
     (out / "speed.md").unlink()
     run([sys.executable, "-m", "evo_fairseq.benchmark", "speed", "--report", out])
     assert (out / "speed.md").read_text() == table

@@ -2,6 +2,7 @@
 with tiny settings on the CPU, so that it cannot rot before a GPU runs it."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import BIN, ROOT, run
 
 TINY = "--encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 16 --decoder-embed-dim 16 " \
        "--encoder-ffn-embed-dim 32 --decoder-ffn-embed-dim 32 --encoder-attention-heads 2 " \
@@ -72,8 +73,9 @@ def test_steps_that_do_not_fit_are_skipped_with_the_reason(tiny_data_bin, tmp_pa
     (["gpu", "soon"], "MINUTES must be a positive number, got 'soon'"),
 ])
 def test_benchmark_sh_gpu_rejects_bad_minutes(argv, message):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run(["bash", ROOT / "examples" / "multi30k" / "benchmark.sh", *argv],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and message in proc.stderr
 
 

@@ -4,7 +4,6 @@ with tiny settings on the CPU, so that it cannot rot before a GPU runs it."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 

@@ -165,3 +165,47 @@ def test_channels_last_layout_computes_the_same(stack):
         assert torch.allclose(contiguous, channels_last, atol=1e-5)
     with pytest.raises(ValueError, match="layout must be one of contiguous, channels_last"):
         module.set_conv_layout("cpu", "nhwc")
+
+
+@pytest.mark.parametrize("stack", ["encoder", "decoder", "cross"])
+def test_every_activation_and_gradient_subset_against_the_composition(stack):
+    """The fast counterpart of the gradcheck test (for the mutation score's test subset):
+    float64, left padding, every activation; A, M and act(conv(M)) against the composition,
+    and the gradients of each input alone and of all four against its autograd."""
+    blocked, masked = masks(stack, "left")
+    causal = stack != "encoder"
+    keep = torch.ones(B, H, T, T, dtype=torch.bool) if masked is None else ~masked.expand(B, H, T, T)
+    for act in ACTIVATIONS:
+        logits, prev, weight, bias = inputs(3, seed=3)
+        out, mixed, conv_out, new_history = evolve_map(logits.clone(), prev, weight, bias, 0.7,
+                                                       0.4, act, causal, blocked, masked,
+                                                       keep_conv_out=True)
+        ref_out, ref_mixed, ref_conv = reference_evolve(logits, prev, weight, bias, 0.7, 0.4, act,
+                                                        causal, blocked)
+        assert torch.allclose(out[keep], ref_out[keep], atol=1e-12), act
+        assert torch.allclose(mixed, ref_mixed, atol=1e-12) and torch.allclose(conv_out, ref_conv,
+                                                                               atol=1e-12), act
+        assert new_history is None
+        upstream = torch.randn(B, H, T, T, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+        if masked is not None:
+            upstream = upstream.masked_fill(masked, 0.0)  # the softmax sees no masked cell
+        for wanted in [(0,), (1,), (2,), (3,), (0, 1, 2, 3)]:
+            args = [t.clone().requires_grad_(i in wanted) for i, t in enumerate(inputs(3, seed=4))]
+            fused = evolve_map(args[0].clone(), *args[1:], 0.7, 0.4, act, causal, blocked, masked)[0]
+            ref = reference_evolve(*args, 0.7, 0.4, act, causal, blocked)[0]
+            chosen = [args[i] for i in wanted]
+            grads = torch.autograd.grad((fused * upstream).sum(), chosen)
+            ref_grads = torch.autograd.grad((ref * upstream).sum(), chosen)
+            for i, grad, ref_grad in zip(wanted, grads, ref_grads):
+                assert torch.allclose(grad, ref_grad, atol=1e-10), (act, wanted, i)
+        if masked is not None:  # masked cells of A hold a constant: no gradient through them
+            args = [t.clone().requires_grad_() for t in inputs(3, seed=4)]
+            fused = evolve_map(args[0].clone(), *args[1:], 0.7, 0.4, act, causal, blocked, masked)[0]
+            grads = torch.autograd.grad((fused * (1 - upstream) * masked).sum(), args)
+            assert all((grad == 0).all() for grad in grads), act
+
+
+def test_an_unknown_activation_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"^activation must be one of relu, leaky_relu, gelu, "
+                                         r"linear, got 'tanh'$"):
+        evolve_map(*inputs(3), 0.5, 0.5, "tanh")

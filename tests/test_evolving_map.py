@@ -209,3 +209,49 @@ def test_an_unknown_activation_is_refused_with_the_choices():
     with pytest.raises(ValueError, match=r"^activation must be one of relu, leaky_relu, gelu, "
                                          r"linear, got 'tanh'$"):
         evolve_map(*inputs(3), 0.5, 0.5, "tanh")
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_the_layer_computes_what_it_is_configured_with(act):
+    """EvolvingAttention: its convolution's weight and bias, alpha, beta, activation and
+    causality reach the transform (against the composition), and its defaults are the paper's."""
+    from evo_fairseq.modules import EvolvingAttention
+
+    default = EvolvingAttention(H)
+    assert (default.alpha, default.beta, default.kernel_size, default.activation, default.causal,
+            default.ramp_updates, default.ramp) == (0.8, 0.5, 3, "relu", False, 0, 1.0)
+    assert "ramp" not in repr(default)
+    for causal in (False, True):
+        layer = EvolvingAttention(H, alpha=0.3, beta=0.6, kernel_size=3, activation=act,
+                                  causal=causal).double()
+        with torch.no_grad():
+            layer.conv.bias.copy_(torch.tensor([-1.0, 0.5, 1.0]))
+        logits, prev, _, _ = inputs(3, seed=6)
+        out, mixed, conv_out, history = layer(logits.clone(), prev, keep_conv_out=True)
+        ref_out, ref_mixed, ref_conv = reference_evolve(logits, prev, layer.conv.weight,
+                                                        layer.conv.bias, 0.3, 0.6, act, causal, None)
+        assert torch.allclose(out, ref_out, atol=1e-12) and torch.allclose(conv_out, ref_conv, atol=1e-12)
+        assert torch.allclose(mixed, ref_mixed, atol=1e-12) and history is None
+        assert layer(logits.clone(), prev)[2] is None  # no conv output kept unless asked
+
+
+def test_the_ramp_scales_alpha_and_beta_and_is_restored_from_a_state_dict():
+    from evo_fairseq.modules import EvolvingAttention
+
+    layer = EvolvingAttention(H, alpha=0.8, beta=0.4, ramp_updates=4)
+    assert (layer.effective_alpha, layer.effective_beta) == (0.0, 0.0)  # fairseq's attention
+    for updates, ramp in [(-3, 0.0), (1, 0.25), (3, 0.75), (9, 1.0)]:
+        layer.set_num_updates(updates)
+        assert layer.ramp == ramp and int(layer.ramp_step) == round(4 * ramp)
+        assert (layer.effective_alpha, layer.effective_beta) == (0.8 * ramp, 0.4 * ramp)
+    layer.set_num_updates(3)
+    assert "ramp_updates=4, ramp=0.75" in repr(layer)
+    copy = EvolvingAttention(H, alpha=0.8, beta=0.4, ramp_updates=4)
+    copy.load_state_dict(layer.state_dict())
+    assert copy.ramp == 0.75 and int(copy.ramp_step) == 3
+    one = EvolvingAttention(H, ramp_updates=1)
+    one.set_num_updates(1)
+    assert one.ramp == 1.0
+    plain = EvolvingAttention(H)
+    plain.set_num_updates(5)
+    assert plain.ramp == 1.0 and "ramp_step" not in plain.state_dict()

@@ -255,3 +255,71 @@ def test_the_ramp_scales_alpha_and_beta_and_is_restored_from_a_state_dict():
     plain = EvolvingAttention(H)
     plain.set_num_updates(5)
     assert plain.ramp == 1.0 and "ramp_step" not in plain.state_dict()
+
+
+def test_the_transform_defaults_and_mixed_dtypes():
+    """evolve_map's defaults (relu, centred, no conv output kept), no bias, and an autocast
+    call (bf16 map, fp32 previous map and parameters): all in the map's dtype."""
+    logits, prev, weight, bias = inputs(3, seed=7)
+    out, _, conv_out, _ = evolve_map(logits.clone(), prev, weight, bias, 0.5, 0.5)
+    assert conv_out is None
+    assert torch.allclose(out, reference_evolve(logits, prev, weight, bias, 0.5, 0.5, "relu",
+                                                False, None)[0], atol=1e-12)
+    out, _, _, _ = evolve_map(logits.clone(), prev, weight, None, 0.5, 0.5)
+    assert torch.allclose(out, reference_evolve(logits, prev, weight, None, 0.5, 0.5, "relu",
+                                                False, None)[0], atol=1e-12)
+    history = torch.zeros(B, H, 2, T, dtype=torch.float32)
+    half = evolve_map(logits[:, :, -1:].bfloat16(), prev[:, :, -1:].float(), weight.float(),
+                      bias.float(), 0.5, 0.5, "relu", True, history=history)
+    assert all(t.dtype == torch.bfloat16 for t in (half[0], half[1], half[3]))
+    with pytest.raises(AssertionError, match="^only a causal convolution keeps earlier rows$"):
+        evolve_map(logits.clone(), prev, weight, bias, 0.5, 0.5, history=history)
+
+
+def test_the_chain_and_option_parsers():
+    """AttentionChain's bookkeeping (kept layer ids, state after close, the first layer
+    without a convolution, the ramp handed to each layer) and the parsers' edges."""
+    from evo_fairseq.modules import EvolvingAttention
+    from evo_fairseq.modules.evolving_attention import (
+        AttentionChain, EvolvingAttentionConfig, parse_alpha, parse_kernel_size, parse_stacks)
+
+    assert EvolvingAttentionConfig.from_args(object()) == EvolvingAttentionConfig()
+    assert parse_alpha(1.0) == 1.0 and parse_alpha(0) == 0.0
+    with pytest.raises(ValueError, match="^--ea-kernel-size must be a positive odd integer, "
+                                         "got 'three'$"):
+        parse_kernel_size("three")
+    with pytest.raises(ValueError, match="--ea-stacks must be"):
+        parse_stacks("")
+    assert parse_stacks("none") == ()
+
+    chain = AttentionChain("decoder", EvolvingAttentionConfig(ramp_updates=5), layer_ids=(0, 2))
+    assert chain.layer_ids == [0, 2] and chain.causal
+    assert (chain.prev_attn_logits, chain.query_padding_mask, chain.layer_idx, chain.is_open) == (
+        None, None, 0, False)
+    assert chain.add_layer(H) is None
+    second = chain.add_layer(H)
+    assert isinstance(second, EvolvingAttention) and second.ramp_updates == 5 and second.causal
+    with pytest.raises(ValueError, match=r"^decoder attention: more layers built than the 2 "
+                                         r"kept \(\[0, 2\]\)$"):
+        chain.add_layer(H)
+    chain.open(torch.zeros(B, T, dtype=torch.bool))
+    assert chain.is_open and chain.prev_attn_logits is None
+    chain.prev_attn_logits = torch.ones(1)
+    chain.close()
+    assert (chain.prev_attn_logits, chain.query_padding_mask, chain.is_open) == (None, None, False)
+    state = (torch.ones(1), None, 2, True)
+    chain.set_state(state)
+    assert chain.state() == state
+
+    layer = EvolvingAttention(H, ramp_updates=1)
+    assert layer.ramp_step.dtype == torch.long
+    assert layer.extra_repr() == ("alpha=0.8, beta=0.5, kernel_size=3, activation=relu, "
+                                  "causal=False, ramp_updates=1, ramp=0")
+    layer.set_num_updates(1)
+    restored = EvolvingAttention(H, ramp_updates=1)
+    restored.load_state_dict(layer.state_dict())
+    assert restored.ramp == 1.0
+    assert EvolvingAttention(H).extra_repr() == ("alpha=0.8, beta=0.5, kernel_size=3, "
+                                                 "activation=relu, causal=False")
+    with pytest.raises(AssertionError, match="^only a causal convolution keeps earlier rows$"):
+        EvolvingAttention(H)(*inputs(3)[:2], prev_mixed_rows=torch.zeros(B, H, 2, T))

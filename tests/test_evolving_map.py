@@ -279,11 +279,17 @@ def test_the_transform_defaults_and_mixed_dtypes():
 def test_the_chain_and_option_parsers():
     """AttentionChain's bookkeeping (kept layer ids, state after close, the first layer
     without a convolution, the ramp handed to each layer) and the parsers' edges."""
+    import argparse
+
     from evo_fairseq.modules import EvolvingAttention
     from evo_fairseq.modules.evolving_attention import (
         AttentionChain, EvolvingAttentionConfig, parse_alpha, parse_kernel_size, parse_stacks)
 
     assert EvolvingAttentionConfig.from_args(object()) == EvolvingAttentionConfig()
+    given = dict(ea_alpha=0.1, ea_beta=0.2, ea_kernel_size=5, ea_activation="gelu",
+                 ea_stacks="cross", ea_ramp_updates=7)
+    assert EvolvingAttentionConfig.from_args(argparse.Namespace(**given)) == EvolvingAttentionConfig(
+        alpha=0.1, beta=0.2, kernel_size=5, activation="gelu", stacks=("cross",), ramp_updates=7)
     assert parse_alpha(1.0) == 1.0 and parse_alpha(0) == 0.0
     with pytest.raises(ValueError, match="^--ea-kernel-size must be a positive odd integer, "
                                          "got 'three'$"):

@@ -7,6 +7,10 @@
 #   MAX_UPDATE=400 MAX_HOURS=0.15 SEED=1 EA_ARGS="--ea-alpha 0.8"
 #                                                        other knobs; training stops at
 #                                                        MAX_UPDATE or after MAX_HOURS
+#   GEN_ARGS="--lenpen 1.2"                              more fairseq-generate options
+#   DATA=DIR                                             another corpus laid out like
+#                                                        examples/multi30k/data (train, val,
+#                                                        test_2016_flickr; .de.gz and .en.gz)
 #
 # Steps: Moses tokenisation, joint BPE, fairseq-preprocess (scripts/prepare-pair.sh);
 # fairseq-train; fairseq-generate on test2016; sacreBLEU against the raw references.
@@ -19,8 +23,9 @@ MAX_UPDATE=${MAX_UPDATE:-400}
 MAX_HOURS=${MAX_HOURS:-0.15}
 SEED=${SEED:-1}
 EA_ARGS=${EA_ARGS:-}
+GEN_ARGS=${GEN_ARGS:-}
 BPE_MERGES=4000
-DATA=$ROOT/examples/multi30k/data
+DATA=${DATA:-$ROOT/examples/multi30k/data}
 PREP=$WORK/prep
 SAVE=$WORK/checkpoints/$ARCH-seed$SEED
 RESULTS=$WORK/results/$ARCH-seed$SEED
@@ -50,7 +55,8 @@ fairseq-train "$PREP/data-bin" --user-dir "$ROOT/evo_fairseq" --arch "$ARCH" "${
   2>&1 | grep --line-buffered -v tensorboardX | tee "$RESULTS/train.log"
 
 echo "==> [3/4] translating test2016 (beam 5)"
-fairseq-generate "$PREP/data-bin" --user-dir "$ROOT/evo_fairseq" -s de -t en \
+# shellcheck disable=SC2086
+fairseq-generate "$PREP/data-bin" --user-dir "$ROOT/evo_fairseq" -s de -t en $GEN_ARGS \
   --path "$SAVE/checkpoint_last.pt" --gen-subset test --beam 5 --batch-size 128 \
   --tokenizer moses --moses-no-escape --bpe subword_nmt --bpe-codes "$PREP/code" \
   > "$RESULTS/generate.txt" 2> "$RESULTS/generate.log"

@@ -4,9 +4,9 @@
 # LICENSE file in the root directory of this source tree.
 """evo-fairseq: evolving attention (EA-Transformer) for fairseq.
 
-Use it as a fairseq user directory::
+Use it as a fairseq user directory, by its absolute path (the clone's ``evo_fairseq``)::
 
-    fairseq-train --user-dir evo_fairseq --arch ea_transformer_iwslt_de_en ...
+    fairseq-train DATA_BIN --user-dir "$EVO/evo_fairseq" --arch ea_transformer_iwslt_de_en ...
 """
 
 __version__ = "0.1.0"

@@ -5,11 +5,13 @@ before it adds them), so this prints ours.
 """
 
 import argparse
+import os
 
 from evo_fairseq.models.ea_transformer import add_evolving_attention_args
 
 parser = argparse.ArgumentParser(
-    prog="fairseq-train --user-dir evo_fairseq --arch ea_transformer_*",
+    prog="fairseq-train DATA_BIN --user-dir "
+    f"{os.path.dirname(os.path.abspath(__file__))} --arch ea_transformer_*",
     description="Evolving-attention options of the ea_transformer model; every option "
     "of fairseq's transformer applies too.",
 )

@@ -84,6 +84,7 @@ def test_help_text_and_cli_error(dict_dir):
                        "--ea-stacks"):
             assert option in text
         assert "weight of the previous layer's attention map" in " ".join(text.split())
+    assert f"--user-dir {ROOT / 'evo_fairseq'} " in module_help  # absolute: runs from anywhere
     proc = subprocess.run(
         [fairseq_cli("train"), str(dict_dir), "--user-dir", str(ROOT / "evo_fairseq"),
          "--task", "translation", "-s", "de", "-t", "en", "--arch", "ea_transformer_iwslt_de_en",

@@ -3,7 +3,7 @@
 # tools, and this package in editable mode.
 #
 # Usage: [PYTHON=python3.12] [VENV=DIR] bash scripts/setup.sh [--test]
-#   --test   also install the test requirements (pytest, matplotlib)
+#   --test   also install the test requirements (pytest)
 #   PYTHON   interpreter for a new virtualenv (default python3); ignored inside an active one
 #   VENV     where the virtualenv goes (default .venv/ at the repository root)
 #
@@ -16,9 +16,11 @@ FAIRSEQ_SPEC=fairseq-fixed==0.12.3.1
 # Pythons that both torch 2.13 (3.10-3.14 on PyPI) and fairseq-fixed 0.12.3.1 (classifiers
 # 3.11, 3.12; 3.13 verified here, built from source; 3.14 untried) support.
 PY_SUPPORTED="3.10 3.11 3.12 3.13"
-TOOLS="sacremoses subword-nmt sacrebleu tensorboard"
+# the recipes' tokenisation, BPE and scoring; TensorBoard for --tensorboard-logdir;
+# matplotlib for the attention inspector's and the benchmarks' figures
+TOOLS="sacremoses subword-nmt sacrebleu tensorboard matplotlib"
 BUILD_TOOLS="setuptools>=64 wheel cython numpy"  # setuptools>=64: PEP 660 editable installs
-TEST_TOOLS="pytest matplotlib"
+TEST_TOOLS="pytest"
 
 WITH_TESTS=0
 for arg in "$@"; do
@@ -117,8 +119,9 @@ else
   FAIRSEQ_FOUND=$(version_of fairseq)
 fi
 
-# 4. tokenisation, BPE, scoring, and TensorBoard for fairseq-train --tensorboard-logdir.
-has "import sacremoses, subword_nmt, sacrebleu, tensorboard" || {
+# 4. tokenisation, BPE, scoring, TensorBoard for fairseq-train --tensorboard-logdir, and
+#    matplotlib for python -m evo_fairseq.inspect's figures.
+has "import sacremoses, subword_nmt, sacrebleu, tensorboard, matplotlib" || {
   echo "==> installing $TOOLS"
   pip_install $TOOLS
 }
@@ -127,7 +130,7 @@ has "import fastBPE" || {
   pip_install --no-build-isolation fastBPE
 }
 if [ "$WITH_TESTS" = 1 ]; then
-  has "import pytest, matplotlib" || {
+  has "import pytest" || {
     echo "==> installing $TEST_TOOLS"
     pip_install $TEST_TOOLS
   }

@@ -3,7 +3,9 @@ interpreter checks, run for real in subprocesses against stand-ins that cost
 nothing to build: a torch distribution that is only its metadata and a
 ``__version__``, and interpreters that only report a version."""
 
+import ast
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -154,3 +156,39 @@ def test_setup_names_a_missing_python(tmp_path):
     assert result.returncode == 2
     assert f"PYTHON={missing}: no such interpreter" in result.stderr
     assert not (tmp_path / "venv").exists()
+
+
+def setup_packages(variable):
+    """The distributions setup.sh installs from one of its variables (TOOLS, ...)."""
+    value = re.search(rf'^{variable}="([^"]*)"', SETUP.read_text(), re.M).group(1)
+    return {re.split(r"[<>=!]", name)[0] for name in value.split()}
+
+
+def test_setup_without_test_installs_every_module_the_package_imports():
+    """What evo_fairseq imports anywhere (inside functions too, like the inspector's
+    matplotlib) is installed by ``setup.sh`` without ``--test``: named by it, or a
+    requirement of torch or fairseq. (The inspector's matplotlib once came only with
+    --test, so the README's inspect command failed after command 1.)"""
+    import importlib.metadata as metadata
+    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+    providers = metadata.packages_distributions()
+    named = setup_packages("TOOLS") | setup_packages("BUILD_TOOLS") | {"torch", "fastBPE"}
+    installed = {norm(name) for name in named} | {norm(d) for d in providers["fairseq"]}
+    for dist in ["torch", *providers["fairseq"]]:
+        for requirement in metadata.requires(dist) or []:
+            if "extra ==" not in requirement:
+                installed.add(norm(re.split(r"[\s<>=!;\[(~]", requirement)[0]))
+    imported = set()
+    for path in (ROOT / "evo_fairseq").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"evo_fairseq"}
+    assert {"torch", "fairseq", "matplotlib", "sacrebleu"} <= third_party
+    missing = {module: providers.get(module) for module in sorted(third_party)
+               if not any(norm(d) in installed for d in providers.get(module, []))}
+    assert not missing, (f"evo_fairseq imports modules that scripts/setup.sh installs only "
+                         f"with --test, or not at all: {missing}")
+    assert not setup_packages("TEST_TOOLS") & named

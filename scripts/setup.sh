@@ -3,7 +3,7 @@
 # tools, and this package in editable mode.
 #
 # Usage: [PYTHON=python3.12] [VENV=DIR] bash scripts/setup.sh [--test]
-#   --test   also install the test requirements (pytest)
+#   --test   also install the test requirements (pytest, pytest-xdist)
 #   PYTHON   interpreter for a new virtualenv (default python3); ignored inside an active one
 #   VENV     where the virtualenv goes (default .venv/ at the repository root)
 #
@@ -20,7 +20,7 @@ PY_SUPPORTED="3.10 3.11 3.12 3.13"
 # matplotlib for the attention inspector's and the benchmarks' figures
 TOOLS="sacremoses subword-nmt sacrebleu tensorboard matplotlib"
 BUILD_TOOLS="setuptools>=64 wheel cython numpy"  # setuptools>=64: PEP 660 editable installs
-TEST_TOOLS="pytest"
+TEST_TOOLS="pytest pytest-xdist"  # xdist: scripts/test.sh runs the tests in 2 processes
 
 WITH_TESTS=0
 for arg in "$@"; do
@@ -130,7 +130,7 @@ has "import fastBPE" || {
   pip_install --no-build-isolation fastBPE
 }
 if [ "$WITH_TESTS" = 1 ]; then
-  has "import pytest" || {
+  has "import pytest, xdist" || {
     echo "==> installing $TEST_TOOLS"
     pip_install $TEST_TOOLS
   }

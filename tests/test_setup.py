@@ -192,3 +192,12 @@ def test_setup_without_test_installs_every_module_the_package_imports():
     assert not missing, (f"evo_fairseq imports modules that scripts/setup.sh installs only "
                          f"with --test, or not at all: {missing}")
     assert not setup_packages("TEST_TOOLS") & named
+
+
+@pytest.mark.parametrize("workers", ["0", "two", "-1"])
+def test_test_sh_refuses_a_bad_worker_count(workers):
+    """scripts/test.sh stops before pytest on a TEST_WORKERS that is not a positive integer."""
+    proc = subprocess.run(["bash", ROOT / "scripts" / "test.sh"], capture_output=True, text=True,
+                          env=dict(os.environ, TEST_WORKERS=workers), timeout=60)
+    assert proc.returncode == 2
+    assert f"TEST_WORKERS must be a positive integer, got '{workers}'" in proc.stderr

@@ -18,6 +18,7 @@ finds the paths command 1 writes. Blocks of one page run in order in one shell s
 README's activation block exports carries over), each in a fresh bash.
 """
 
+import gzip
 import os
 import re
 import shlex
@@ -114,7 +115,6 @@ def clone(tmp_path_factory):
         (root / name).symlink_to(ROOT / name)
     (root / ".venv").symlink_to(venv)
     data = tmp_path_factory.mktemp("multi30k-slice")
-    import gzip
     for split, n in (("train", 500), ("val", 20), ("test_2016_flickr", 10)):
         for lang in ("de", "en"):
             with gzip.open(data / f"{split}.{lang}.gz", "wt", encoding="utf-8") as f:
@@ -156,8 +156,10 @@ def run_block(clone, state, page, line, language, options, text):
 def run_page(clone, state, page):
     ran = []
     for line, language, marker, text in blocks(page):
-        if language in CODE and marker and parse_marker(marker)[0]:
-            ran.append(run_block(clone, state, page, line, language, parse_marker(marker)[1], text))
+        if language in CODE and marker:
+            run, options = parse_marker(marker)
+            if run:
+                ran.append(run_block(clone, state, page, line, language, options, text))
     return ran
 
 
